@@ -1,0 +1,1 @@
+"""The Pulumi program that ships the service to Kubernetes; it knows the service by its contract."""

@@ -1,0 +1,1 @@
+"""One ComponentResource per concern: cluster, image, postgres, redis, app, ingress, loadtest."""

@@ -1,0 +1,304 @@
+"""The service: settings, migration Job, Deployment, Service, autoscaler, disruption budget, policy.
+
+The ConfigMap and Secret carry exactly the service's Settings names (tests/infra/test_contract.py
+checks them against service/settings.py without this package importing the service). ``Runtime``
+is what every pod of the service's image shares, so a one-off command (``job``: the migrations
+here, the load-test seed in loadtest.py) runs exactly like the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.components.k8s import (
+    allow_ingress,
+    container,
+    create,
+    labels,
+    password,
+    pod,
+    secret_volume,
+    selector,
+    service,
+)
+from infra.config import PROJECT, AppConfig, ExposureConfig, Resources
+
+NAME = "api"
+PORT = 8000  # the container's PORT
+SERVICE_PORT = 80
+SECRETS_DIR = "/run/secrets/app"  # files named after the variables; read by service.settings
+MIGRATE_COMMAND = ["python", "-m", "service", "migrate"]
+GRACE_MARGIN = 5  # seconds past preStop + Gunicorn's graceful timeout before SIGKILL
+LIVE, READY = "/health/live", "/health/ready"
+POD_LABELS = labels(PROJECT, NAME)
+
+
+def termination_grace(app: AppConfig) -> int:
+    """Kubernetes counts the preStop pause inside the grace period, then Gunicorn drains."""
+    return app.pre_stop_seconds + app.graceful_timeout + GRACE_MARGIN
+
+
+def settings_env(app: AppConfig, exposure: ExposureConfig) -> dict[str, str]:
+    """The non-secret settings, keyed by the service's environment variable names."""
+    env = {
+        "APP_ENV": app.app_env,
+        "HOST": "0.0.0.0",
+        "PORT": str(PORT),
+        "WEB_CONCURRENCY": str(app.workers),
+        "GRACEFUL_TIMEOUT": str(app.graceful_timeout),
+        "DB_POOL_SIZE": str(app.db_pool_size),
+        "DB_MAX_OVERFLOW": str(app.db_max_overflow),
+        "TRUSTED_PROXIES": ",".join(app.trusted_proxies),
+        "LOG_LEVEL": app.log_level,
+    }
+    if exposure.host:
+        env["JWT_ISSUER"] = f"{'https' if exposure.tls else 'http'}://{exposure.host}"
+    if app.cors_origins:
+        env["CORS_ORIGINS"] = ",".join(app.cors_origins)
+    if app.rate_limit_login:
+        env["RATE_LIMIT_LOGIN"] = app.rate_limit_login
+    if app.first_admin_email:
+        env["FIRST_ADMIN_EMAIL"] = app.first_admin_email
+    return env
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The service's image with its settings: the ConfigMap as environment variables, the Secret
+    as files under SECRETS_DIR, the pod size and the pull secret."""
+
+    image: pulumi.Input[str]
+    size: Resources
+    settings: pulumi.Input[str]  # the ConfigMap's name
+    secrets: pulumi.Input[str]  # the Secret's name
+    pull_secret: str | None = None
+
+    def container(
+        self, name: str, env: list[dict[str, Any]] | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """A hardened container of the image; ``env`` adds to SECRETS_DIR."""
+        return container(
+            name,
+            self.image,
+            self.size,
+            [{"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True}],
+            envFrom=[{"configMapRef": {"name": self.settings}}],
+            env=[{"name": "SECRETS_DIR", "value": SECRETS_DIR}, *(env or [])],
+            **fields,
+        )
+
+    def pod(
+        self, pod_labels: dict[str, str], containers: list[dict[str, Any]], **fields: Any
+    ) -> dict[str, Any]:
+        """A hardened pod template with the Secret's volume (and the pull secret, if any)."""
+        if self.pull_secret:
+            fields["imagePullSecrets"] = [{"name": self.pull_secret}]
+        return pod(pod_labels, containers, [secret_volume("secrets", self.secrets)], **fields)
+
+
+def job(
+    parent: pulumi.Resource,
+    name: str,
+    namespace: pulumi.Input[str],
+    runtime: Runtime,
+    component: str,
+    command: list[str],
+    *,
+    env: list[dict[str, Any]] | None = None,
+    annotations: dict[str, str] | None = None,
+    opts: pulumi.ResourceOptions | None = None,
+) -> k8s.batch.v1.Job:
+    """A one-off command of the service (container ``component``) with the server's settings.
+
+    Auto-named: a new image or setting replaces the Job (its template is immutable), and Pulumi
+    waits for it to succeed before anything that depends on it. Its pods carry the project's name
+    label (CLIENT_LABELS), so the stores' NetworkPolicies admit them like the API.
+    """
+    job_labels = labels(PROJECT, component)
+    main = runtime.container(component, env, command=command)
+    return create(
+        k8s.batch.v1.Job,
+        name,
+        parent,
+        namespace,
+        job_labels,
+        named=False,
+        annotations=annotations,
+        spec={
+            "backoffLimit": 2,
+            "activeDeadlineSeconds": 600,
+            "template": runtime.pod(job_labels, [main], restartPolicy="Never"),
+        },
+        opts=opts,
+    )
+
+
+@dataclass(frozen=True)
+class AppArgs:
+    namespace: pulumi.Input[str]
+    config: AppConfig
+    exposure: ExposureConfig
+    image: pulumi.Input[str]
+    database_url: pulumi.Input[str]
+    redis_url: pulumi.Input[str]
+    # Who may reach the pods (the ingress controller, a LoadBalancer's sources, Locust, monitoring).
+    peers: list[dict[str, Any]]
+    pull_secret: str | None = None
+    # The migration Job starts once these are ready (the in-cluster Postgres and Redis).
+    wait_for: list[pulumi.Resource] = field(default_factory=list)
+
+
+class App(pulumi.ComponentResource):
+    def __init__(self, name: str, args: AppArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("blueprint:index:App", name, None, opts)
+        cfg, ns = args.config, args.namespace
+        api = POD_LABELS
+        config_map = create(
+            k8s.core.v1.ConfigMap,
+            f"{NAME}-settings",
+            self,
+            ns,
+            api,
+            named=False,
+            data=settings_env(cfg, args.exposure),
+        )
+        secret = create(
+            k8s.core.v1.Secret,
+            f"{NAME}-secrets",
+            self,
+            ns,
+            api,
+            named=False,
+            type="Opaque",
+            string_data=self._secrets(args),
+        )
+        self.runtime = Runtime(
+            args.image,
+            Resources(cfg.cpu, cfg.cpu_limit, f"{cfg.memory_mi}Mi"),
+            config_map.metadata.name,
+            secret.metadata.name,
+            args.pull_secret,
+        )
+        # The Deployment below rolls only once the migrations succeeded.
+        self.migration = job(
+            self,
+            f"{NAME}-migrate",
+            ns,
+            self.runtime,
+            "migrate",
+            MIGRATE_COMMAND,
+            opts=pulumi.ResourceOptions(depends_on=args.wait_for),
+        )
+
+        server = self.runtime.container(
+            NAME,
+            ports=[{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+            startupProbe=_http_probe(LIVE, period=2, failures=30),
+            livenessProbe=_http_probe(LIVE, period=10, failures=3),
+            readinessProbe=_http_probe(READY, period=5, failures=2),
+            lifecycle={"preStop": {"sleep": {"seconds": cfg.pre_stop_seconds}}},
+        )
+        self.deployment = create(
+            k8s.apps.v1.Deployment,
+            NAME,
+            self,
+            ns,
+            api,
+            # No `replicas`: the HorizontalPodAutoscaler owns the count.
+            spec={
+                "selector": {"matchLabels": selector(api)},
+                "revisionHistoryLimit": 5,
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxUnavailable": 0, "maxSurge": cfg.max_surge},
+                },
+                "template": self.runtime.pod(
+                    api,
+                    [server],
+                    terminationGracePeriodSeconds=termination_grace(cfg),
+                    topologySpreadConstraints=[
+                        _spread(api, "topology.kubernetes.io/zone"),
+                        _spread(api, "kubernetes.io/hostname"),
+                    ],
+                ),
+            },
+            opts=pulumi.ResourceOptions(depends_on=[self.migration]),
+        )
+        self.service = service(self, ns, api, {"http": SERVICE_PORT}, name=NAME)
+        self._autoscaler(ns, api, cfg)
+        create(
+            k8s.policy.v1.PodDisruptionBudget,
+            NAME,
+            self,
+            ns,
+            api,
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": selector(api)}},
+        )
+        allow_ingress(self, ns, api, PORT, args.peers, name=f"{NAME}-ingress")
+        self.service_name = NAME
+        self.register_outputs({"service": NAME})
+
+    def _secrets(self, args: AppArgs) -> dict[str, pulumi.Input[str]]:
+        cfg = args.config
+        secrets: dict[str, pulumi.Input[str]] = {
+            "DATABASE_URL": args.database_url,
+            "REDIS_URL": args.redis_url,
+            "JWT_SECRET": cfg.jwt_secret or password("jwt-secret", self),
+        }
+        if cfg.first_admin_email:
+            secrets["FIRST_ADMIN_PASSWORD"] = cfg.first_admin_password or password(
+                "first-admin-password", self
+            )
+        return secrets
+
+    def _autoscaler(self, ns: pulumi.Input[str], api: dict[str, str], cfg: AppConfig) -> None:
+        targets = {"cpu": cfg.hpa_cpu_target, "memory": cfg.hpa_memory_target}
+        create(
+            k8s.autoscaling.v2.HorizontalPodAutoscaler,
+            NAME,
+            self,
+            ns,
+            api,
+            spec={
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
+                "minReplicas": cfg.min_replicas,
+                "maxReplicas": cfg.max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": resource,
+                            "target": {"type": "Utilization", "averageUtilization": target},
+                        },
+                    }
+                    for resource, target in targets.items()
+                    if target
+                ],
+                "behavior": {
+                    "scaleDown": {"stabilizationWindowSeconds": cfg.scale_down_stabilization}
+                },
+            },
+        )
+
+
+def _http_probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _spread(pod_labels: dict[str, str], topology_key: str) -> dict[str, Any]:
+    return {
+        "maxSkew": 1,
+        "topologyKey": topology_key,
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": selector(pod_labels)},
+        "matchLabelKeys": ["pod-template-hash"],
+    }

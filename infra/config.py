@@ -1,0 +1,493 @@
+"""StackConfig: every per-environment difference, read once from Pulumi config and validated.
+
+This is the only module that reads ``pulumi.Config``. ``parse`` is pure (plain mappings in, a frozen
+dataclass or one ``ConfigError`` naming the key out) so the rules are tested without a runtime.
+Keys live in the ``blueprint:`` namespace of ``Pulumi.<stack>.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pulumi
+
+PROJECT = "blueprint"
+APP_ENVS = ("development", "staging", "production")
+DB_MODES = ("in-cluster", "external")
+EXPOSURES = ("ingress", "loadbalancer")
+T = TypeVar("T")
+
+
+class ConfigError(pulumi.RunError):
+    """A stack configuration the program refuses; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: str
+    cpu_limit: str
+    memory: str
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    ref: str | None  # an existing image (CI-built); None builds from the repo's Dockerfile
+    registry: str | None
+    repository: str
+    tag: str
+    platform: str
+    username: str | None
+    password: pulumi.Input[str] | None
+    pull_secret: str | None
+
+
+@dataclass(frozen=True)
+class PostgresConfig:
+    mode: str
+    max_connections: int
+    image: str
+    storage: str
+    storage_class: str | None
+    resources: Resources
+    url: pulumi.Input[str] | None  # external mode: the managed database's URL (a secret)
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    mode: str
+    image: str
+    resources: Resources
+    url: pulumi.Input[str] | None
+
+
+@dataclass(frozen=True)
+class ExposureConfig:
+    kind: str
+    host: str | None
+    ingress_class: str
+    tls: bool
+    cert_manager_issuer: str | None
+    controller_namespace: str
+    source_ranges: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LoadtestConfig:
+    enabled: bool
+    image: str
+    workers: int
+    users: int
+    spawn_rate: int
+    run_time: str
+    locustfile: str
+    seed_users: int  # accounts `seed-loadtest` creates; the Locust users log in as these only
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    app_env: str
+    workers: int
+    min_replicas: int
+    max_replicas: int
+    max_surge: int
+    hpa_cpu_target: int
+    hpa_memory_target: int | None
+    scale_down_stabilization: int
+    cpu: str
+    cpu_limit: str
+    memory_base_mi: int
+    memory_per_worker_mi: int
+    db_pool_size: int
+    db_max_overflow: int
+    graceful_timeout: int
+    pre_stop_seconds: int
+    connection_reserve: int
+    log_level: str
+    trusted_proxies: tuple[str, ...]
+    cors_origins: tuple[str, ...]
+    rate_limit_login: str | None  # None: the service's default (RATE_LIMIT_LOGIN)
+    first_admin_email: str | None
+    first_admin_password: pulumi.Input[str] | None
+    jwt_secret: pulumi.Input[str] | None  # None in development: a RandomPassword is generated
+    monitoring_namespace: str | None
+
+    @property
+    def memory_mi(self) -> int:
+        """Pod memory, request = limit: a base for the Gunicorn master plus a budget per worker."""
+        return self.memory_base_mi + self.workers * self.memory_per_worker_mi
+
+    @property
+    def connections_per_pod(self) -> int:
+        return self.workers * (self.db_pool_size + self.db_max_overflow)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    stack: str
+    namespace: str
+    kubeconfig: str | None
+    kube_context: str | None
+    image: ImageConfig
+    app: AppConfig
+    postgres: PostgresConfig
+    redis: RedisConfig
+    exposure: ExposureConfig
+    loadtest: LoadtestConfig
+
+
+# Keys that must come from `pulumi config set --secret`; everything else is plain.
+SECRET_KEYS = (
+    "registryPassword",
+    "databaseUrl",
+    "redisUrl",
+    "jwtSecret",
+    "firstAdminPassword",
+)
+PLAIN_KEYS = (
+    "namespace",
+    "appEnv",
+    "kubeconfig",
+    "kubeContext",
+    "image",
+    "registry",
+    "imageRepository",
+    "imageTag",
+    "imagePlatform",
+    "registryUsername",
+    "imagePullSecret",
+    "workers",
+    "minReplicas",
+    "maxReplicas",
+    "maxSurge",
+    "hpaCpuTarget",
+    "hpaMemoryTarget",
+    "scaleDownStabilizationSeconds",
+    "cpuRequest",
+    "cpuLimit",
+    "memoryBaseMi",
+    "memoryPerWorkerMi",
+    "dbPoolSize",
+    "dbMaxOverflow",
+    "gracefulTimeout",
+    "preStopSeconds",
+    "connectionReserve",
+    "logLevel",
+    "trustedProxies",
+    "corsOrigins",
+    "rateLimitLogin",
+    "firstAdminEmail",
+    "monitoringNamespace",
+    "postgresMode",
+    "postgresMaxConnections",
+    "postgresImage",
+    "postgresStorage",
+    "postgresStorageClass",
+    "postgresResources",
+    "redisMode",
+    "redisImage",
+    "redisResources",
+    "exposure",
+    "host",
+    "ingressClass",
+    "tls",
+    "certManagerIssuer",
+    "ingressControllerNamespace",
+    "loadBalancerSourceRanges",
+    "loadtestEnabled",
+    "loadtestImage",
+    "loadtestWorkers",
+    "loadtestUsers",
+    "loadtestSpawnRate",
+    "loadtestRunTime",
+    "loadtestLocustfile",
+    "loadtestSeedUsers",
+)
+KEYS = PLAIN_KEYS + SECRET_KEYS
+
+_IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._:/-]*(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+_QUANTITY = re.compile(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti)?$")
+# The `limits` library's notation ("10/minute", "5 per second;100/hour"): the service's
+# LIMIT_PATTERN (service/api_keys/schemas.py), copied since infra never imports the service;
+# tests/infra/test_contract.py keeps the two equal.
+_LIMIT_UNIT = r"(second|minute|hour|day|month|year)s?"
+_ONE_LIMIT = rf"\s*[1-9][0-9]{{0,8}}\s*(/|per)\s*([1-9][0-9]{{0,5}}\s*)?{_LIMIT_UNIT}\s*"
+LIMIT_PATTERN = rf"^{_ONE_LIMIT}([;,|]{_ONE_LIMIT})*$"
+
+
+def key(name: str) -> str:
+    return f"{PROJECT}:{name}"
+
+
+def required_secrets(values: Mapping[str, str]) -> list[str]:
+    """Secret keys this configuration cannot run without (nothing can be generated for them)."""
+    needed = []
+    if values.get("appEnv") != "development":
+        needed.append("jwtSecret")
+    if values.get("postgresMode") == "external":
+        needed.append("databaseUrl")
+    if values.get("redisMode") == "external":
+        needed.append("redisUrl")
+    return needed
+
+
+class _Reader:
+    """Typed access to the raw strings, raising ConfigError that names the key."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = values
+
+    def fail(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(f"{key(name)}: {problem}")
+
+    def _get(self, name: str, default: T | None, convert: Callable[[str], T], kind: str) -> T:
+        raw = self.values.get(name)
+        if raw is None or raw == "":
+            if default is None:
+                raise self.fail(name, "is required")
+            return default
+        try:
+            return convert(raw)
+        except (ValueError, TypeError, json.JSONDecodeError):
+            raise self.fail(name, f"{raw!r} is not {kind}") from None
+
+    def text(self, name: str, default: str | None = None) -> str:
+        return self._get(name, default, str, "a string")
+
+    def opt(self, name: str) -> str | None:
+        return self.values.get(name) or None
+
+    def integer(self, name: str, default: int | None = None, minimum: int = 0) -> int:
+        value = self._get(name, default, int, "an integer")
+        if value < minimum:
+            raise self.fail(name, f"must be at least {minimum}, got {value}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.values.get(name, str(default)).lower()
+        if value not in ("true", "false"):
+            raise self.fail(name, f"{value!r} is not true or false")
+        return value == "true"
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str | None = None) -> str:
+        value = self.text(name, default)
+        if value not in choices:
+            raise self.fail(name, f"unknown value {value!r}; expected one of {', '.join(choices)}")
+        return value
+
+    def items(self, name: str) -> tuple[str, ...]:
+        raw = self.values.get(name)
+        if not raw:
+            return ()
+        if raw.lstrip().startswith("["):
+            value = self._get(name, None, json.loads, "a list")
+            if not isinstance(value, list):
+                raise self.fail(name, "must be a list")
+            return tuple(str(item) for item in value)
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+    def quantity(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        if not _QUANTITY.match(value):
+            raise self.fail(name, f"{value!r} is not a Kubernetes quantity")
+        return value
+
+    def limit(self, name: str) -> str | None:
+        """An optional rate limit in the `limits` notation; None leaves the service's default."""
+        value = self.opt(name)
+        if value is not None and (len(value) > 200 or not re.fullmatch(LIMIT_PATTERN, value)):
+            raise self.fail(name, f"{value!r} is not a rate limit such as '100/minute'")
+        return value
+
+    def resources(self, name: str, default: Resources) -> Resources:
+        raw = self.values.get(name)
+        if not raw:
+            return default
+        data: Any = self._get(name, None, json.loads, "an object")
+        if not isinstance(data, dict) or set(data) - {"cpu", "cpuLimit", "memory"}:
+            raise self.fail(name, "must be an object with cpu, cpuLimit and memory")
+        nested = _Reader({k: str(v) for k, v in data.items()})
+        try:
+            return Resources(
+                cpu=nested.quantity("cpu", default.cpu),
+                cpu_limit=nested.quantity("cpuLimit", default.cpu_limit),
+                memory=nested.quantity("memory", default.memory),
+            )
+        except ConfigError as error:
+            raise self.fail(name, str(error).removeprefix(f"{PROJECT}:")) from None
+
+
+def _image_ref(reader: _Reader, name: str, default: str | None = None) -> str:
+    value = reader.text(name, default)
+    if not _IMAGE_REF.match(value):
+        raise reader.fail(name, f"{value!r} is not an image reference")
+    if "@" not in value and ":" not in value.rsplit("/", 1)[-1]:
+        raise reader.fail(name, f"{value!r} has no tag or digest; pin a version")
+    if value.rsplit("/", 1)[-1].split("@")[0].endswith(":latest"):
+        raise reader.fail(name, f"{value!r} uses the 'latest' tag; pin a version or digest")
+    return value
+
+
+def check_connection_budget(app: AppConfig, max_connections: int) -> None:
+    """Refuse a worst case that opens more Postgres connections than the server allows.
+
+    Worst case: every pod the HPA may run, plus the rolling-update surge, with every worker's pool
+    full and overflowing; plus the migration Job (one process, same pool settings) and a reserve
+    for superuser/maintenance connections.
+    """
+    pods = app.max_replicas + app.max_surge
+    pool = app.db_pool_size + app.db_max_overflow
+    migration = pool
+    worst = pods * app.connections_per_pod + migration + app.connection_reserve
+    if worst > max_connections:
+        raise ConfigError(
+            f"connection budget exceeded: worst case {worst} connections = "
+            f"(maxReplicas {app.max_replicas} + maxSurge {app.max_surge}) x workers {app.workers}"
+            f" x (dbPoolSize {app.db_pool_size} + dbMaxOverflow {app.db_max_overflow})"
+            f" + migration {migration} + reserve {app.connection_reserve},"
+            f" but {key('postgresMaxConnections')} is {max_connections}."
+            f" Lower {key('maxReplicas')}, {key('workers')} or the pool sizes,"
+            " or raise max_connections."
+        )
+
+
+def _app(r: _Reader, secrets: Mapping[str, pulumi.Input[str]]) -> AppConfig:
+    app_env = r.choice("appEnv", APP_ENVS)
+    min_replicas = r.integer("minReplicas", 1, minimum=1)
+    max_replicas = r.integer("maxReplicas", max(min_replicas, 2), minimum=1)
+    if min_replicas > max_replicas:
+        raise r.fail("minReplicas", f"{min_replicas} is above {key('maxReplicas')} {max_replicas}")
+    hpa_cpu = r.integer("hpaCpuTarget", 70, minimum=1)
+    if hpa_cpu > 100:
+        raise r.fail("hpaCpuTarget", f"{hpa_cpu} is above 100 (percent of the CPU request)")
+    memory_target = r.integer("hpaMemoryTarget", 0) or None
+    app = AppConfig(
+        app_env=app_env,
+        workers=r.integer("workers", minimum=1),
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        max_surge=r.integer("maxSurge", 1, minimum=1),
+        hpa_cpu_target=hpa_cpu,
+        hpa_memory_target=memory_target,
+        scale_down_stabilization=r.integer("scaleDownStabilizationSeconds", 300),
+        cpu=r.quantity("cpuRequest", "250m"),
+        cpu_limit=r.quantity("cpuLimit", "1"),
+        memory_base_mi=r.integer("memoryBaseMi", 64, minimum=32),
+        memory_per_worker_mi=r.integer("memoryPerWorkerMi", 120, minimum=32),
+        db_pool_size=r.integer("dbPoolSize", 5, minimum=1),
+        db_max_overflow=r.integer("dbMaxOverflow", 5),
+        graceful_timeout=r.integer("gracefulTimeout", 20, minimum=1),
+        pre_stop_seconds=r.integer("preStopSeconds", 5, minimum=1),
+        connection_reserve=r.integer("connectionReserve", 10),
+        log_level=r.choice("logLevel", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+        trusted_proxies=r.items("trustedProxies"),
+        cors_origins=r.items("corsOrigins"),
+        rate_limit_login=r.limit("rateLimitLogin"),
+        first_admin_email=r.opt("firstAdminEmail"),
+        first_admin_password=secrets.get("firstAdminPassword"),
+        jwt_secret=secrets.get("jwtSecret"),
+        monitoring_namespace=r.opt("monitoringNamespace"),
+    )
+    if not app.trusted_proxies:
+        raise r.fail("trustedProxies", "is required (the ingress controller's pod network)")
+    return app
+
+
+def _exposure(r: _Reader) -> ExposureConfig:
+    kind = r.choice("exposure", EXPOSURES, "ingress")
+    exposure = ExposureConfig(
+        kind=kind,
+        host=r.text("host") if kind == "ingress" else r.opt("host"),
+        ingress_class=r.text("ingressClass", "nginx"),
+        tls=r.flag("tls", False),
+        cert_manager_issuer=r.opt("certManagerIssuer"),
+        controller_namespace=r.text("ingressControllerNamespace", "ingress-nginx"),
+        source_ranges=r.items("loadBalancerSourceRanges") or ("0.0.0.0/0",),
+    )
+    if exposure.cert_manager_issuer and not exposure.tls:
+        raise r.fail("certManagerIssuer", f"needs {key('tls')}: true")
+    return exposure
+
+
+def parse(
+    stack: str, values: Mapping[str, str], secrets: Mapping[str, pulumi.Input[str]]
+) -> StackConfig:
+    """Validate raw config strings (JSON for objects and lists) into a StackConfig."""
+    r = _Reader(values)
+    for name in required_secrets(values):
+        if secrets.get(name) is None:
+            raise r.fail(name, f"is required: pulumi config set --secret {key(name)} ...")
+    app = _app(r, secrets)
+    image_ref = _image_ref(r, "image") if r.opt("image") else None
+    if image_ref and app.app_env == "production" and "@sha256:" not in image_ref:
+        raise r.fail(
+            "image", f"{image_ref!r}: production runs an image pinned by digest (@sha256:)"
+        )
+    image = ImageConfig(
+        ref=image_ref,
+        registry=None if image_ref else r.text("registry"),
+        repository=r.text("imageRepository", PROJECT),
+        tag=r.text("imageTag", stack),
+        platform=r.text("imagePlatform", "linux/amd64"),
+        username=r.opt("registryUsername"),
+        password=secrets.get("registryPassword"),
+        pull_secret=r.opt("imagePullSecret"),
+    )
+    if image.tag == "latest":
+        raise r.fail("imageTag", "'latest' is not allowed; the Deployment pins the digest anyway")
+    pg_mode = r.choice("postgresMode", DB_MODES)
+    postgres = PostgresConfig(
+        mode=pg_mode,
+        max_connections=r.integer(
+            "postgresMaxConnections", 100 if pg_mode == "in-cluster" else None, minimum=10
+        ),
+        image=_image_ref(r, "postgresImage", "postgres:17.2"),
+        storage=r.quantity("postgresStorage", "1Gi"),
+        storage_class=r.opt("postgresStorageClass"),
+        resources=r.resources("postgresResources", Resources("250m", "1", "512Mi")),
+        url=secrets.get("databaseUrl"),
+    )
+    redis = RedisConfig(
+        mode=r.choice("redisMode", DB_MODES),
+        image=_image_ref(r, "redisImage", "redis:7.4.1-alpine"),
+        resources=r.resources("redisResources", Resources("100m", "500m", "128Mi")),
+        url=secrets.get("redisUrl"),
+    )
+    loadtest = LoadtestConfig(
+        enabled=r.flag("loadtestEnabled", False),
+        image=_image_ref(r, "loadtestImage", "locustio/locust:2.47.0"),
+        workers=r.integer("loadtestWorkers", 2, minimum=1),
+        users=r.integer("loadtestUsers", 50, minimum=1),
+        spawn_rate=r.integer("loadtestSpawnRate", 10, minimum=1),
+        run_time=r.text("loadtestRunTime", "5m"),
+        locustfile=r.text("loadtestLocustfile", "loadtests/locustfile.py"),
+        seed_users=r.integer("loadtestSeedUsers", 20, minimum=1),
+    )
+    if not re.fullmatch(r"\d+[smh]", loadtest.run_time):
+        raise r.fail("loadtestRunTime", f"{loadtest.run_time!r} is not like 90s, 5m or 1h")
+    check_connection_budget(app, postgres.max_connections)
+    return StackConfig(
+        stack=stack,
+        namespace=r.text("namespace"),
+        kubeconfig=r.opt("kubeconfig"),
+        kube_context=r.opt("kubeContext"),
+        image=image,
+        app=app,
+        postgres=postgres,
+        redis=redis,
+        exposure=_exposure(r),
+        loadtest=loadtest,
+    )
+
+
+def load() -> StackConfig:
+    """Read the stack's `blueprint:` config once (secrets stay Outputs) and validate it."""
+    config = pulumi.Config(PROJECT)
+    values = {name: value for name in PLAIN_KEYS if (value := config.get(name)) is not None}
+    secrets = {
+        name: secret for name in SECRET_KEYS if (secret := config.get_secret(name)) is not None
+    }
+    return parse(pulumi.get_stack(), values, secrets)

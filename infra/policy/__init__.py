@@ -1,0 +1,1 @@
+"""CrossGuard policy pack: the blueprint's rules, enforced at `pulumi preview --policy-pack`."""

@@ -1,0 +1,1 @@
+"""The worker-sizing run: `python -m loadtests.sizing --help`."""

@@ -1,0 +1,151 @@
+"""Command line: `python -m service run | migrate | seed-loadtest`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.api_keys import secrets as key_secrets
+from service.api_keys.models import ApiKey
+from service.api_keys.repository import ApiKeyRepository
+from service.auth.passwords import PasswordHasher
+from service.db import create_engine, create_sessionmaker
+from service.settings import EXEMPT_TIER, Settings, get_settings
+from service.users.models import Role, User
+from service.users.repository import UserRepository
+
+T = TypeVar("T")
+
+
+def migrate(settings: Settings) -> None:
+    """Apply every Alembic migration, then create the first admin when configured."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    command.upgrade(config, "head")
+    if asyncio.run(_in_transaction(settings, lambda s: ensure_first_admin(s, settings))):
+        print(f"created the first admin {settings.first_admin_email}")
+
+
+async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+async def ensure_first_admin(session: AsyncSession, settings: Settings) -> bool:
+    """Create FIRST_ADMIN_EMAIL with FIRST_ADMIN_PASSWORD unless it exists (idempotent)."""
+    if not (settings.first_admin_email and settings.first_admin_password):
+        return False
+    users = UserRepository(session)
+    if await users.get_by_email(settings.first_admin_email):
+        return False
+    hashed = await PasswordHasher(settings).hash(settings.first_admin_password.get_secret_value())
+    await users.create(
+        User(email=settings.first_admin_email.lower(), hashed_password=hashed, role=Role.admin)
+    )
+    return True
+
+
+async def seed_loadtest(
+    session: AsyncSession, settings: Settings, count: int, password: str, api_key: str | None
+) -> str:
+    """Users loadtest-0..N-1@example.com, loadtest-admin@example.com, and an exempt API key
+    owned by that admin: `api_key` when given (Pulumi generates one for the in-cluster run),
+    else a new one. Re-running resets passwords and re-enables the key; returns the key."""
+    users = UserRepository(session)
+    hashed = await PasswordHasher(settings).hash(password)
+    wanted = [(f"loadtest-{i}@example.com", Role.user) for i in range(count)]
+    wanted.append(("loadtest-admin@example.com", Role.admin))
+    for email, role in wanted:
+        found = await users.get_by_email(email)
+        if found is None:
+            user = await users.create(User(email=email, hashed_password=hashed, role=role))
+        else:
+            user = await users.update(
+                found, {"hashed_password": hashed, "role": role, "is_active": True}
+            )
+    key, prefix, secret_hash = key_secrets.from_key(api_key) if api_key else key_secrets.new_key()
+    keys = ApiKeyRepository(session)
+    fields = {
+        "secret_hash": secret_hash,
+        "role": Role.admin,
+        "tier": EXEMPT_TIER,
+        "revoked_at": None,
+    }
+    if existing := await keys.get_by_prefix(prefix):
+        await keys.update(existing, fields)
+    else:  # owned by the admin, added last
+        await keys.create(ApiKey(name="loadtest", prefix=prefix, created_by_id=user.id, **fields))
+    return key
+
+
+def run(settings: Settings) -> None:
+    """Development server: migrate, then one Uvicorn process with reload off."""
+    import uvicorn
+
+    from service.http_server import PROTOCOL
+
+    migrate(settings)
+    uvicorn.run(
+        "service.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        forwarded_allow_ips=",".join(settings.trusted_proxies),
+        http=PROTOCOL,
+        server_header=False,
+        access_log=False,
+        log_config=None,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m service")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="development server (migrates first)")
+    commands.add_parser("migrate", help="apply migrations and create the first admin")
+    seed = commands.add_parser("seed-loadtest", help="create load-test users and an exempt key")
+    seed.add_argument("--users", type=int, default=50)
+    # From the environment by default: a password in argv shows in every process listing.
+    seed.add_argument("--password", default=os.environ.get("LOADTEST_PASSWORD"))
+    seed.add_argument("--api-key", default=os.environ.get("LOADTEST_API_KEY"))
+    args = parser.parse_args(argv)
+    if args.command == "seed-loadtest":
+        if not args.password:
+            parser.error("seed-loadtest needs --password or LOADTEST_PASSWORD")
+        if args.api_key:
+            try:
+                key_secrets.from_key(args.api_key)
+            except ValueError as error:
+                parser.error(str(error))
+
+    settings = get_settings()
+    if args.command == "run":
+        run(settings)
+    elif args.command == "migrate":
+        migrate(settings)
+    else:
+        key = asyncio.run(
+            _in_transaction(
+                settings,
+                lambda s: seed_loadtest(s, settings, args.users, args.password, args.api_key),
+            )
+        )
+        print(json.dumps({"api_key": key}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""One error schema for every error: RFC 9457 problem+json with a stable machine `code`.
+
+Domain code raises an `AppError` subclass; framework and driver exceptions are mapped here.
+No body ever carries a stack trace, SQL, a driver message or a class name: only the log does,
+under the request id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.observability import current_request_id
+
+log = logging.getLogger("service.errors")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where the bad value is, e.g. ['body', 'email']")
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, plus `code` (stable, for machines) and `errors` (for 422)."""
+
+    type: str = Field(description="A URI naming the kind of problem")
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = Field(default=None, description="The request path")
+    code: str = Field(description="Stable machine-readable code, e.g. user.email_taken")
+    request_id: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_MEDIA_TYPE
+
+
+class AppError(Exception):
+    """An error with a known status, code and safe detail."""
+
+    status: int = 500
+    code: str = "internal"
+    title: str = "Internal Server Error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.code = code or self.code
+        self.headers = dict(headers or {})
+
+
+class Unauthorized(AppError):
+    status, code, title = 401, "auth.unauthorized", "Unauthorized"
+
+
+class Forbidden(AppError):
+    status, code, title = 403, "auth.forbidden", "Forbidden"
+
+
+class NotFound(AppError):
+    status, code, title = 404, "not_found", "Not Found"
+
+
+class Conflict(AppError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class UnprocessableContent(AppError):
+    status, code, title = 422, "request.invalid_data", "Unprocessable Content"
+
+
+class TooManyRequests(AppError):
+    status, code, title = 429, "rate_limit.exceeded", "Too Many Requests"
+
+
+class ServiceUnavailable(AppError):
+    status, code, title = 503, "service.unavailable", "Service Unavailable"
+
+
+# Status -> (code, title) for errors raised by the framework rather than by our code.
+_HTTP_CODES: dict[int, tuple[str, str]] = {
+    400: ("request.malformed", "Bad Request"),
+    401: ("auth.unauthorized", "Unauthorized"),
+    403: ("auth.forbidden", "Forbidden"),
+    404: ("route.not_found", "Not Found"),
+    405: ("method.not_allowed", "Method Not Allowed"),
+    413: ("request.too_large", "Content Too Large"),
+    415: ("request.unsupported_media_type", "Unsupported Media Type"),
+}
+
+# Constraint name -> (code, detail). Domains register their unique constraints here so a
+# violation found at flush or commit time becomes a precise 409.
+_CONSTRAINTS: dict[str, tuple[str, str]] = {}
+
+
+def invalid_field(loc: tuple[str | int, ...], msg: str, type_: str) -> RequestValidationError:
+    """A 422 for a rule Pydantic cannot express (one that depends on runtime settings)."""
+    return RequestValidationError([{"loc": loc, "msg": msg, "type": type_}])
+
+
+def register_constraint(name: str, code: str, detail: str) -> None:
+    _CONSTRAINTS[name] = (code, detail)
+
+
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None,
+    *,
+    instance: str | None = None,
+    errors: list[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> ProblemResponse:
+    body = Problem(
+        type=f"urn:problem:{code}",
+        title=title,
+        status=status,
+        detail=detail,
+        instance=instance,
+        code=code,
+        request_id=current_request_id(),
+        errors=errors,
+    )
+    return ProblemResponse(
+        body.model_dump(exclude_none=True), status_code=status, headers=dict(headers or {})
+    )
+
+
+# --- mapping exceptions ---------------------------------------------------------------------
+
+_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?:index '([^']+)'|(\S+))")
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock
+_UNAVAILABLE = (sa_exc.TimeoutError, ConnectionError, TimeoutError, OSError)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or getattr(current, "orig", None)
+    return chain
+
+
+def _constraint_name(exc: sa_exc.IntegrityError) -> str | None:
+    for cause in _causes(exc):
+        if name := getattr(cause, "constraint_name", None):
+            return str(name)
+    if match := _SQLITE_UNIQUE.search(str(exc.orig)):
+        index, column = match.groups()
+        return index or "uq_" + column.replace(".", "_")
+    return None
+
+
+def classify_db_error(exc: BaseException) -> AppError | None:
+    """The client-facing error for a database exception, or None when it is a plain bug."""
+    if isinstance(exc, sa_exc.IntegrityError):
+        name = _constraint_name(exc)
+        code, detail = _CONSTRAINTS.get(name or "", ("conflict", "The data conflicts."))
+        return Conflict(detail, code=code)
+    # SQLSTATE class 22 ("data exception"): a value the database cannot hold, the client's input.
+    if isinstance(exc, sa_exc.DataError) or any(
+        str(getattr(c, "sqlstate", "")).startswith("22") for c in _causes(exc)
+    ):
+        return UnprocessableContent("A value cannot be stored.", code="request.invalid_data")
+    if any(getattr(c, "sqlstate", None) in _RETRYABLE_SQLSTATES for c in _causes(exc)):
+        return Conflict("A concurrent change got in the way; retry.", code="transaction.conflict")
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return ServiceUnavailable("The database is unreachable.", code="database.unavailable")
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, *_UNAVAILABLE)):
+        return ServiceUnavailable("The database is unreachable.", code="database.unavailable")
+    return None
+
+
+# --- handlers -------------------------------------------------------------------------------
+
+
+def _app_error_response(request: Request, err: AppError) -> ProblemResponse:
+    return problem(
+        err.status, err.code, err.title, err.detail, instance=request.url.path, headers=err.headers
+    )
+
+
+async def _on_app_error(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, AppError)
+    return _app_error_response(request, exc)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code, title = _HTTP_CODES.get(exc.status_code, (f"http.{exc.status_code}", "Error"))
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return problem(exc.status_code, code, title, detail, instance=request.url.path, headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. Starlette answers 405 from the first
+    route whose path matches, so its Allow header would name that route's methods only."""
+    methods: set[str] = set()
+    for route in request.app.state.endpoints:
+        if route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Only location, message and type: the rejected input may be a password.
+    errors = [
+        FieldError(loc=list(e.get("loc", ())), msg=str(e.get("msg", "")), type=str(e.get("type")))
+        for e in exc.errors()
+    ]
+    return problem(
+        422,
+        "request.validation_failed",
+        "Unprocessable Content",
+        "The request has invalid or missing fields.",
+        instance=request.url.path,
+        errors=errors,
+    )
+
+
+async def _on_db_error(request: Request, exc: Exception) -> ProblemResponse:
+    mapped = classify_db_error(exc)
+    if mapped is None:
+        return _internal_error(request.url.path, exc)
+    if mapped.status >= 500:
+        log.warning("database unavailable: %s", type(exc).__name__)
+    return _app_error_response(request, mapped)
+
+
+def _internal_error(path: str, exc: BaseException) -> ProblemResponse:
+    log.error("unhandled error on %s", path, exc_info=exc)
+    return problem(
+        500, "internal", "Internal Server Error", "An unexpected error occurred.", instance=path
+    )
+
+
+class CatchUnhandled:
+    """Innermost middleware: any exception the handlers did not map becomes a generic 500
+    problem (full detail in the log only), and still passes through the request-id and metrics
+    middleware on its way out. Starlette's own catch-all sits outside every middleware."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            await _internal_error(scope.get("path", ""), exc)(scope, receive, send)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _on_app_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(sa_exc.SQLAlchemyError, _on_db_error)
+    for exc_type in _UNAVAILABLE:
+        app.add_exception_handler(exc_type, _on_db_error)
+    app.add_middleware(CatchUnhandled)

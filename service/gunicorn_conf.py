@@ -1,0 +1,87 @@
+"""Gunicorn's configuration, for `make serve` and the container image.
+
+Every value comes from the same Settings the app reads (environment variables), so the
+Kubernetes manifests tune the server and the app in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+# Before prometheus_client is imported anywhere: it picks in-memory or file-backed values at
+# import time, and workers inherit the master's choice. File-backed values let one scrape of any
+# worker report the whole pod.
+_OWN_METRICS_DIR: str | None = None
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    _OWN_METRICS_DIR = tempfile.mkdtemp(prefix="prometheus-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _OWN_METRICS_DIR
+
+from prometheus_client import multiprocess  # noqa: E402
+
+from service.settings import load_settings  # noqa: E402
+
+_settings = load_settings()
+
+wsgi_app = "service.main:create_app()"
+worker_class = "service.http_server.UvicornWorker"
+bind = [f"{_settings.host}:{_settings.port}"]
+workers = _settings.web_concurrency
+timeout = _settings.worker_timeout
+graceful_timeout = _settings.graceful_timeout
+keepalive = _settings.keepalive
+# Recycle workers now and then (bounds any slow leak); the jitter keeps them from all
+# restarting at once.
+max_requests = _settings.max_requests
+max_requests_jitter = _settings.max_requests_jitter
+# The same networks the rate limiter trusts for X-Forwarded-For: nobody else's is believed.
+forwarded_allow_ips = ",".join(_settings.trusted_proxies)
+# The app writes one JSON access line per request itself (ACCESS_LOG=json|off).
+accesslog = None
+errorlog = "-"
+loglevel = _settings.log_level.lower()
+# The heartbeat file lives in memory: the image runs with a read-only root filesystem.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
+# Each worker opens its own database pool after the fork.
+preload_app = False
+proc_name = _settings.app_name
+# Gunicorn 27's control socket lives under $HOME, which is read-only in the image.
+control_socket_disable = True
+
+logconfig_dict: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        }
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "loggers": {"gunicorn.error": {"handlers": ["console"], "level": loglevel.upper()}},
+}
+
+
+def on_starting(server: Any) -> None:
+    # Start with no figures left over from an earlier run.
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, exist_ok=True)
+    server.log.info(
+        json.dumps({"event": "starting", "workers": workers, "bind": bind, "timeout": timeout})
+    )
+
+
+def child_exit(_server: Any, worker: Any) -> None:
+    # Drops the dead worker's live gauges. Its counters stay (their totals must survive), about
+    # 16 KiB on disk per recycled worker: /tmp needs room for MAX_REQUESTS-driven recycling.
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(_server: Any) -> None:
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(_OWN_METRICS_DIR, ignore_errors=True)

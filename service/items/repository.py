@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+
+from service.db import Page, Repository
+from service.items.models import Item
+
+
+class ItemRepository(Repository[Item]):
+    model = Item
+
+    async def get_owned(self, item_id: uuid.UUID, owner_id: uuid.UUID | None) -> Item | None:
+        """The item, if it belongs to owner_id (any owner when owner_id is None)."""
+        query = select(Item).where(Item.id == item_id)
+        if owner_id is not None:
+            query = query.where(Item.owner_id == owner_id)
+        return await self.session.scalar(query)
+
+    async def list(self, *, owner_id: uuid.UUID | None, limit: int, offset: int) -> Page[Item]:
+        query = select(Item)
+        if owner_id is not None:
+            query = query.where(Item.owner_id == owner_id)
+        return await self.page(query, limit=limit, offset=offset)

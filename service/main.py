@@ -1,0 +1,97 @@
+"""create_app(): wiring only — settings, resources, middleware, handlers, routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.routing import Route
+
+from service import health, openapi
+from service.api_keys.routes import router as api_keys_router
+from service.auth.jwks import OidcVerifier
+from service.auth.passwords import PasswordHasher
+from service.auth.routes import router as auth_router
+from service.auth.tokens import TokenIssuer
+from service.body_limit import BodySizeLimit
+from service.db import create_engine, create_sessionmaker
+from service.errors import install_error_handlers
+from service.items.routes import router as items_router
+from service.observability import (
+    RequestContext,
+    configure_logging,
+    instrument_pool,
+    metrics_endpoint,
+)
+from service.ratelimit.limiter import Limiter
+from service.security_headers import SecurityHeaders
+from service.settings import Settings, get_settings
+from service.users.routes import router as users_router
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    if app.state.oidc_verifier is not None:
+        await app.state.oidc_verifier.keys.aclose()
+    await app.state.engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.require_secure()
+    configure_logging(settings.log_level)
+
+    app = FastAPI(
+        title="Blueprint API",
+        version="0.1.0",
+        lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.settings = settings
+    app.state.engine = create_engine(settings)
+    app.state.sessionmaker = create_sessionmaker(app.state.engine)
+    if not settings.uses_sqlite:
+        instrument_pool(app.state.engine, settings.db_pool_size + settings.db_max_overflow)
+    app.state.hasher = PasswordHasher(settings)
+    app.state.token_issuer = TokenIssuer(settings)
+    app.state.oidc_verifier = OidcVerifier(settings) if settings.oidc_jwks_url else None
+    app.state.limiter = Limiter(settings)
+
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+            ],
+        )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders, hsts=not settings.is_development)
+    app.add_middleware(
+        RequestContext,
+        access_log_enabled=settings.access_log == "json",
+        metrics_enabled=settings.metrics_enabled,
+    )
+
+    routers = (health.router, auth_router, users_router, items_router, api_keys_router)
+    for router in routers:
+        app.include_router(router)
+    if settings.metrics_enabled:
+        app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    # Every endpoint, flat (FastAPI nests included routers), for the Allow header of a 405.
+    app.state.endpoints = [
+        *(route for route in app.router.routes if isinstance(route, Route)),
+        *(route for router in routers for route in router.routes),
+    ]
+    openapi.install(app, settings)
+    return app

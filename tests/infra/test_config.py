@@ -1,0 +1,169 @@
+"""StackConfig: pure parsing and validation, and the connection budget (through the program too)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import pytest
+import yaml
+
+from infra import harness
+from infra.config import (
+    KEYS,
+    SECRET_KEYS,
+    ConfigError,
+    StackConfig,
+    check_connection_budget,
+    parse,
+)
+
+from .conftest import STACKS
+
+
+def plain(stack: str, **changes: str) -> dict[str, str]:
+    values = {k.removeprefix("blueprint:"): v for k, v in harness.stack_config(stack).items()}
+    values.update(changes)
+    return values
+
+
+def parse_with(stack: str, secrets: Mapping[str, str] | None = None, **changes: str) -> StackConfig:
+    given = dict(harness.PLACEHOLDER_SECRETS) if secrets is None else secrets
+    return parse(stack, plain(stack, **changes), given)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_files_use_known_keys_and_hold_no_secret(stack: str) -> None:
+    config = yaml.safe_load((harness.REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    namespaces = {k.split(":", 1)[0] for k in config}
+    assert namespaces == {"blueprint"}
+    assert {k.split(":", 1)[1] for k in config} <= set(KEYS)
+    for name in SECRET_KEYS:  # secrets only ever as `secure:` ciphertext, and none is committed
+        assert f"blueprint:{name}" not in config
+
+
+def test_project_file_runs_infra_with_the_project_venv() -> None:
+    project = yaml.safe_load((harness.REPO_ROOT / "Pulumi.yaml").read_text())
+    assert (project["name"], project["main"]) == ("blueprint", "infra/")
+    assert project["runtime"] == {
+        "name": "python",
+        "options": {"toolchain": "uv", "virtualenv": ".venv"},
+    }
+    assert (harness.REPO_ROOT / "infra" / "__main__.py").exists()
+
+
+def test_each_stack_parses_to_its_environment() -> None:
+    dev, staging, prod = (parse_with(s) for s in STACKS)
+    assert (dev.app.app_env, staging.app.app_env, prod.app.app_env) == (
+        "development",
+        "staging",
+        "production",
+    )
+    assert (dev.postgres.mode, dev.redis.mode) == ("in-cluster", "in-cluster")
+    assert (prod.postgres.mode, prod.redis.mode) == ("external", "external")
+    assert dev.image.ref is None
+    assert dev.image.registry == "localhost:5001"
+    assert prod.image.ref
+    assert "@sha256:" in prod.image.ref
+    assert prod.app.min_replicas >= 2
+    assert prod.exposure.tls
+    assert prod.exposure.cert_manager_issuer
+    assert not dev.exposure.tls
+    assert dev.app.max_replicas <= 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"minReplicas": "5", "maxReplicas": "3"}, "blueprint:minReplicas: 5 is above"),
+        ({"workers": "0"}, "blueprint:workers: must be at least 1, got 0"),
+        ({"workers": "two"}, "blueprint:workers: 'two' is not an integer"),
+        ({"postgresMode": "managed"}, "blueprint:postgresMode: unknown value 'managed'"),
+        ({"exposure": "nodeport"}, "blueprint:exposure: unknown value 'nodeport'"),
+        ({"appEnv": "qa"}, "blueprint:appEnv: unknown value 'qa'"),
+        ({"hpaCpuTarget": "150"}, "blueprint:hpaCpuTarget: 150 is above 100"),
+        ({"tls": "yes"}, "blueprint:tls: 'yes' is not true or false"),
+        ({"cpuRequest": "lots"}, "blueprint:cpuRequest: 'lots' is not a Kubernetes quantity"),
+        ({"namespace": ""}, "blueprint:namespace: is required"),
+        ({"host": ""}, "blueprint:host: is required"),
+        ({"imageTag": "latest"}, "blueprint:imageTag: 'latest' is not allowed"),
+        ({"postgresImage": "postgres"}, "blueprint:postgresImage: 'postgres' has no tag"),
+        ({"redisImage": "redis:latest"}, "blueprint:redisImage: 'redis:latest' uses the 'latest'"),
+        ({"tls": "false"}, "blueprint:certManagerIssuer: needs blueprint:tls: true"),
+        ({"postgresResources": '{"cpu": "1", "disk": "1Gi"}'}, "blueprint:postgresResources: must"),
+        ({"loadtestRunTime": "forever"}, "blueprint:loadtestRunTime: 'forever' is not like"),
+        ({"loadtestSeedUsers": "0"}, "blueprint:loadtestSeedUsers: must be at least 1, got 0"),
+        ({"rateLimitLogin": "lots"}, "blueprint:rateLimitLogin: 'lots' is not a rate limit"),
+        ({"rateLimitLogin": "5/fortnight"}, "blueprint:rateLimitLogin: '5/fortnight' is not"),
+        ({"rateLimitLogin": "0/minute"}, "blueprint:rateLimitLogin: '0/minute' is not"),
+    ],
+)
+def test_a_bad_value_names_its_key(changes: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse("staging", plain("staging", **changes), harness.PLACEHOLDER_SECRETS)
+
+
+def test_production_requires_a_digest_pinned_image() -> None:
+    with pytest.raises(ConfigError, match="production runs an image pinned by digest"):
+        parse_with("prod", image="ghcr.io/example/blueprint:0.1.0")
+
+
+@pytest.mark.parametrize(
+    ("stack", "missing"),
+    [
+        ("prod", "databaseUrl"),
+        ("prod", "redisUrl"),
+        ("prod", "jwtSecret"),
+        ("staging", "jwtSecret"),
+    ],
+)
+def test_a_missing_required_secret_says_how_to_set_it(stack: str, missing: str) -> None:
+    secrets = {k: v for k, v in harness.PLACEHOLDER_SECRETS.items() if k != missing}
+    with pytest.raises(ConfigError, match=f"pulumi config set --secret blueprint:{missing}"):
+        parse_with(stack, secrets)
+
+
+def test_dev_needs_no_secret_at_all() -> None:
+    assert parse_with("dev", {}).app.jwt_secret is None  # generated by the program
+
+
+def test_memory_follows_the_worker_count() -> None:
+    app = parse_with("dev", workers="1", memoryBaseMi="80", memoryPerWorkerMi="110").app
+    assert app.memory_mi == 80 + 1 * 110
+
+
+def test_connection_budget_error_shows_the_arithmetic() -> None:
+    app = parse_with("prod").app
+    with pytest.raises(ConfigError) as error:
+        check_connection_budget(app, max_connections=200)
+    # (10 + 1) pods x 4 workers x (5 + 5) = 440, + migration 10 + reserve 10 = 460 > 200
+    assert str(error.value).startswith(
+        "connection budget exceeded: worst case 460 connections = (maxReplicas 10 + maxSurge 1)"
+        " x workers 4 x (dbPoolSize 5 + dbMaxOverflow 5) + migration 10 + reserve 10,"
+        " but blueprint:postgresMaxConnections is 200."
+    )
+    check_connection_budget(app, max_connections=460)  # exactly full fits
+
+
+def test_program_refuses_a_stack_over_its_connection_budget() -> None:
+    # dev's in-cluster Postgres allows 100: (2 + 1) x 4 workers x (10 + 5) = 180 + 15 + 10 = 205.
+    with pytest.raises(ConfigError, match=r"worst case 205 connections .* is 100\."):
+        harness.run("dev", {"workers": "4", "dbPoolSize": "10"})
+
+
+def test_budget_counts_every_stack_as_it_is_committed() -> None:
+    for stack in STACKS:
+        cfg = parse_with(stack)
+        check_connection_budget(cfg.app, cfg.postgres.max_connections)
+
+
+def test_loadtest_seed_users_and_login_limit_defaults() -> None:
+    dev = parse_with("dev")
+    assert dev.loadtest.seed_users == 20
+    assert dev.app.rate_limit_login is None  # the service's own default
+    changed = parse_with("dev", loadtestSeedUsers="200", rateLimitLogin="600/minute;10000/hour")
+    assert changed.loadtest.seed_users == 200
+    assert changed.app.rate_limit_login == "600/minute;10000/hour"
+    assert parse_with("dev", rateLimitLogin="100 per second").app.rate_limit_login == (
+        "100 per second"
+    )

@@ -1,0 +1,277 @@
+"""The optional in-cluster Locust: off by default; on, a distributed run aimed at the app."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from infra import harness, render
+from infra.config import ConfigError
+from infra.harness import Recorded
+
+from .conftest import STACKS, Obj, container, find, objects, pod_spec, run
+from .test_policy import stack_violations, violations
+
+LOCUSTFILE = """from locust import HttpUser, task
+
+
+class Reader(HttpUser):
+    @task
+    def live(self):
+        self.client.get("/health/live")
+"""
+K8S_VERSIONS = ("1.30.0", "1.31.0", "1.32.0")
+SEED_USERS = 30
+CREDENTIALS = ("LOADTEST_PASSWORD", "LOADTEST_API_KEY")
+OVERRIDES = {
+    "loadtestEnabled": "true",
+    "loadtestWorkers": "3",
+    "loadtestUsers": "40",
+    "loadtestRunTime": "2m",
+    "loadtestSeedUsers": str(SEED_USERS),
+}
+
+
+@pytest.fixture(scope="module")
+def locustfile(tmp_path_factory: pytest.TempPathFactory) -> str:
+    # A stand-in, so this test does not depend on loadtests/locustfile.py's current content.
+    path = tmp_path_factory.mktemp("loadtests") / "locustfile.py"
+    path.write_text(LOCUSTFILE)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def enabled(locustfile: str) -> list[Obj]:
+    return objects("dev", loadtestLocustfile=locustfile, **OVERRIDES)
+
+
+@pytest.fixture(scope="module")
+def recorded(locustfile: str) -> list[Recorded]:
+    return run("dev", loadtestLocustfile=locustfile, **OVERRIDES)
+
+
+def _recorded(resources: list[Recorded], type_: str, name: str) -> Recorded:
+    (found,) = [r for r in resources if r.type == type_ and r.name == name]
+    return found
+
+
+def _depends_on(resource: Recorded, type_: str, name: str) -> bool:
+    return any(urn.endswith(f"{type_}::{name}") for urn in resource.dependencies)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_off_by_default(stack: str) -> None:
+    assert not [o for o in objects(stack) if "locust" in o["metadata"]["name"]]
+
+
+def test_distributed_run_aimed_at_the_app_service(enabled: list[Obj]) -> None:
+    master, worker = (
+        find(enabled, "Deployment", "locust-master"),
+        find(enabled, "Deployment", "locust-worker"),
+    )
+    assert (master["spec"]["replicas"], worker["spec"]["replicas"]) == (1, 3)
+    args = container(master)["args"]
+    assert args[:2] == ["-f", "/mnt/locust/locustfile.py"]
+    assert "--master" in args
+    assert "--autostart" in args
+    flags = {k: v for k, v in itertools.pairwise(args) if k.startswith("--")}
+    assert flags["--host"] == "http://api.blueprint-dev.svc:80"
+    assert (flags["--users"], flags["--run-time"], flags["--expect-workers"]) == ("40", "2m", "3")
+    assert container(worker)["args"][2:] == ["--worker", "--master-host", "locust-master"]
+    assert find(enabled, "Service", "locust-master")["spec"]["ports"][0]["port"] == 5557
+
+
+def test_locustfile_comes_from_a_configmap(enabled: list[Obj]) -> None:
+    script = find(enabled, "ConfigMap", "locustfile")
+    assert script["data"] == {"locustfile.py": LOCUSTFILE}
+    volumes = container(find(enabled, "Deployment", "locust-worker"))["volumeMounts"]
+    assert {"name": "locustfile", "mountPath": "/mnt/locust", "readOnly": True} in volumes
+
+
+def test_app_admits_the_locust_workers(enabled: list[Obj]) -> None:
+    (rule,) = find(enabled, "NetworkPolicy", "api-ingress")["spec"]["ingress"]
+    worker = {"app.kubernetes.io/name": "locust", "app.kubernetes.io/component": "worker"}
+    assert {"podSelector": {"matchLabels": worker}} in rule["from"]
+
+
+def test_rendered_loadtest_objects_validate(locustfile: str, tmp_path: Path) -> None:
+    out = tmp_path / "dev-loadtest"
+    assert (
+        render.main(
+            [
+                "dev",
+                "--set",
+                "loadtestEnabled=true",
+                "--set",
+                f"loadtestLocustfile={locustfile}",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    paths = sorted({*out.glob("*locust*.yaml"), *out.glob("*loadtest*.yaml")})
+    assert sorted(p.name.split("-", 1)[1] for p in paths) == [
+        "configmap-locustfile.yaml",
+        "deployment-locust-master.yaml",
+        "deployment-locust-worker.yaml",
+        "job-loadtest-seed.yaml",
+        "networkpolicy-locust-master.yaml",
+        "secret-loadtest-credentials.yaml",
+        "service-locust-master.yaml",
+    ]
+    text = "".join(path.read_text() for path in out.iterdir())
+    assert "generated-" not in text
+    assert "bpk_" not in text
+    for path in paths:
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(yaml.safe_load(path.read_text()), version, strict=True)
+
+
+def test_a_missing_locustfile_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="blueprint:loadtestLocustfile: cannot read"):
+        harness.run(
+            "dev", {"loadtestEnabled": "true", "loadtestLocustfile": str(tmp_path / "nope.py")}
+        )
+
+
+def test_credentials_are_generated_and_kept_in_the_loadtest_secret(
+    enabled: list[Obj], recorded: list[Recorded]
+) -> None:
+    secret = find(enabled, "Secret", "loadtest-credentials")
+    values = secret["stringData"]
+    assert set(values) == set(CREDENTIALS)
+    assert values["LOADTEST_PASSWORD"] == "generated-loadtest-password"
+    # bpk_<prefix>_<secret>: RandomString (12, lower-case alnum) and RandomPassword (40, alnum).
+    assert re.fullmatch(
+        r"bpk_[a-z0-9]{12}_generated-loadtest-api-key-secret", values["LOADTEST_API_KEY"]
+    )
+    prefix = _recorded(
+        recorded, "random:index/randomString:RandomString", "loadtest-api-key-prefix"
+    )
+    assert {k: prefix.inputs[k] for k in ("length", "lower", "upper", "numeric", "special")} == {
+        "length": 12,
+        "lower": True,
+        "upper": False,
+        "numeric": True,
+        "special": False,
+    }
+    for name in ("loadtest-api-key-secret", "loadtest-password"):
+        generated = _recorded(recorded, "random:index/randomPassword:RandomPassword", name)
+        assert (generated.inputs["length"], generated.inputs["special"]) == (40, False)
+    # The engine gets them as secrets, and no ConfigMap holds them.
+    raw = _recorded(recorded, "kubernetes:core/v1:Secret", "loadtest-credentials")
+    assert harness.SECRET_SIG in raw.inputs["stringData"]
+    for config_map in (o for o in enabled if o["kind"] == "ConfigMap"):
+        assert not set(config_map["data"]) & set(CREDENTIALS)
+        for value in values.values():
+            assert value not in repr(config_map["data"])
+
+
+def test_credentials_never_appear_in_plain_text(recorded: list[Recorded]) -> None:
+    rendered = harness.kubernetes_objects(recorded)
+    text = repr(rendered)
+    assert "generated-" not in text
+    assert "bpk_" not in text
+    assert set(find(rendered, "Secret", "loadtest-credentials")["stringData"].values()) == {
+        harness.REDACTED
+    }
+
+
+def _from_secret(name: str) -> list[Obj]:
+    return [
+        {"name": k, "valueFrom": {"secretKeyRef": {"name": name, "key": k}}} for k in CREDENTIALS
+    ]
+
+
+def test_seed_job_runs_the_seed_command_like_the_migration_job(enabled: list[Obj]) -> None:
+    seed, migrate = find(enabled, "Job", "loadtest-seed"), find(enabled, "Job", "api-migrate")
+    seeder, migrator = container(seed), container(migrate)
+    assert seeder["command"] == [
+        "python",
+        "-m",
+        "service",
+        "seed-loadtest",
+        "--users",
+        str(SEED_USERS),
+    ]
+    assert (
+        seeder["image"]
+        == migrator["image"]
+        == container(find(enabled, "Deployment", "api"))["image"]
+    )
+    # The app's settings: the ConfigMap as env, the Secret as files under SECRETS_DIR...
+    assert seeder["envFrom"] == migrator["envFrom"]
+    assert seeder["volumeMounts"] == migrator["volumeMounts"]
+    assert {"name": "secrets", "mountPath": "/run/secrets/app", "readOnly": True} in seeder[
+        "volumeMounts"
+    ]
+    assert pod_spec(seed)["volumes"] == pod_spec(migrate)["volumes"]
+    # ...plus the generated credentials, by reference to the loadtest Secret.
+    assert seeder["env"] == [
+        {"name": "SECRETS_DIR", "value": "/run/secrets/app"},
+        *_from_secret("loadtest-credentials"),
+    ]
+    # Hardened as the migration Job is.
+    for field in ("securityContext", "resources", "imagePullPolicy"):
+        assert seeder[field] == migrator[field], field
+    assert seeder["securityContext"]["runAsNonRoot"] is True
+    assert seeder["securityContext"]["readOnlyRootFilesystem"] is True
+    spec, migrate_spec = pod_spec(seed), pod_spec(migrate)
+    for field in ("securityContext", "automountServiceAccountToken", "restartPolicy"):
+        assert spec[field] == migrate_spec[field], field
+    assert spec["automountServiceAccountToken"] is False
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}} in spec["volumes"]
+    assert seed["spec"]["backoffLimit"] == migrate["spec"]["backoffLimit"]
+    assert seed["spec"]["activeDeadlineSeconds"] == migrate["spec"]["activeDeadlineSeconds"]
+
+
+def test_seed_job_may_reach_postgres(enabled: list[Obj]) -> None:
+    (rule,) = find(enabled, "NetworkPolicy", "postgres-ingress")["spec"]["ingress"]
+    (peer,) = rule["from"]
+    pod_labels = find(enabled, "Job", "loadtest-seed")["spec"]["template"]["metadata"]["labels"]
+    assert peer["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    # ...without being taken for an API pod by its Service, PDB or autoscaler.
+    api_selector = find(enabled, "Service", "api")["spec"]["selector"]
+    assert not api_selector.items() <= pod_labels.items()
+
+
+def test_seed_runs_after_the_migrations_and_before_locust(recorded: list[Recorded]) -> None:
+    seed = _recorded(recorded, "kubernetes:batch/v1:Job", "loadtest-seed")
+    assert _depends_on(seed, "kubernetes:batch/v1:Job", "api-migrate")
+    for name in ("locust-master", "locust-worker"):
+        locust = _recorded(recorded, "kubernetes:apps/v1:Deployment", name)
+        assert _depends_on(locust, "kubernetes:batch/v1:Job", "loadtest-seed"), name
+
+
+def test_locust_logs_in_as_the_seeded_users(enabled: list[Obj]) -> None:
+    for name in ("locust-master", "locust-worker"):
+        env = container(find(enabled, "Deployment", name))["env"]
+        assert env == [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "LOADTEST_USERS", "value": str(SEED_USERS)},
+            *_from_secret("loadtest-credentials"),
+        ], name
+
+
+def test_env_secrets_are_skipped_in_checkov_with_a_reason(enabled: list[Obj]) -> None:
+    for kind, name in (
+        ("Job", "loadtest-seed"),
+        ("Deployment", "locust-master"),
+        ("Deployment", "locust-worker"),
+    ):
+        annotations = find(enabled, kind, name)["metadata"]["annotations"]
+        (skip,) = [v for v in annotations.values() if v.startswith("CKV_K8S_35=")]
+        assert "credentials" in skip
+
+
+def test_the_loadtest_objects_pass_every_policy(recorded: list[Recorded]) -> None:
+    resources = [(r.type, harness.unwrap(r.inputs, "secret")) for r in recorded]
+    for resource_type, props in resources:
+        assert violations(resource_type, props) == {}, (resource_type, props.get("metadata"))
+    assert stack_violations(resources) == []

@@ -1,0 +1,1 @@
+"""Tests of the Locust journeys and the sizing run."""

@@ -1,0 +1,150 @@
+"""The production server as the image runs it: Gunicorn managing Uvicorn workers, real
+Postgres, real Redis, real sockets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn_worker
+
+from tests.support.api import seed_loadtest
+from tests.support.databases import REDIS_URL, ROOT, create_database, drop_database
+from tests.support.processes import Server, image_command, start_server
+
+PASSWORD = "load-test-password"
+
+
+@pytest.fixture(scope="module")
+async def seeded_database() -> AsyncIterator[tuple[str, str]]:
+    """A migrated database with one seeded user; (url, exempt API key)."""
+    name, url = await create_database("server")
+    api_key = seed_loadtest(url, 1, password=PASSWORD)
+    try:
+        yield url, api_key
+    finally:
+        await drop_database(name)
+
+
+@pytest.fixture
+def server(seeded_database: tuple[str, str], tmp_path: Path) -> Iterator[Server]:
+    url, _ = seeded_database
+    server = start_server(
+        {
+            "DATABASE_URL": url,
+            "REDIS_URL": REDIS_URL,
+            "APP_NAME": f"e2e-{uuid.uuid4().hex[:8]}",  # a fresh rate-limit budget
+            "RATE_LIMIT_USER": "40/minute",
+            "RATE_LIMIT_LOGIN": "100/minute",
+        },
+        tmp_path,
+        workers=2,
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The image's environment, made the way the Dockerfile's build stage makes it: the
+    service's runtime dependencies from uv.lock, no dev, infra or load-test groups."""
+    venv = tmp_path_factory.mktemp("image") / "venv"
+    subprocess.run(
+        [
+            str(ROOT / ".tools" / "bin" / "uv"),
+            "sync",
+            "--frozen",
+            "--no-default-groups",
+            "--no-install-project",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env=os.environ | {"UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never"},
+        check=True,
+    )
+    return venv
+
+
+def test_the_image_environment_serves_with_runtime_dependencies_only(
+    image_venv: Path, seeded_database: tuple[str, str], tmp_path: Path
+) -> None:
+    installed = {
+        p.name.split("-")[0].lower() for p in (image_venv / "lib").glob("python3*/site-packages/*")
+    }
+    assert {"fastapi", "gunicorn", "asyncpg"} <= installed
+    assert not {"pulumi", "locust", "pytest", "mypy"} & installed
+    url, _ = seeded_database
+    server = start_server({"DATABASE_URL": url}, tmp_path, workers=1, venv_bin=image_venv / "bin")
+    try:
+        ready = httpx.get(server.base_url + "/health/ready")
+    finally:
+        assert server.stop() == 0  # SIGTERM: a clean, graceful exit
+    assert ready.json() == {"status": "ok", "checks": {"database": "ok"}}
+
+
+def test_the_image_runs_gunicorn_with_uvicorn_workers_from_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Importing the config sets PROMETHEUS_MULTIPROC_DIR when it is unset: keep that inside
+    # this test, away from the in-process apps of other tests.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    command = image_command()
+    assert command[0] == "gunicorn"
+    assert "python:service.gunicorn_conf" in command
+    from service import gunicorn_conf
+
+    assert gunicorn_conf.worker_class == "service.http_server.UvicornWorker"
+    from service.http_server import UvicornWorker
+
+    assert issubclass(UvicornWorker, uvicorn_worker.UvicornWorker)
+
+
+def _pids_serving(server: Server, path: str) -> set[object]:
+    return {r["pid"] for r in server.log_records() if r.get("path") == path}
+
+
+def test_the_rate_limit_is_global_across_workers(server: Server) -> None:
+    token = httpx.post(
+        server.base_url + "/api/v1/auth/token",
+        data={"username": "loadtest-0@example.com", "password": PASSWORD},
+    ).json()["access_token"]
+
+    def call(_: int) -> int:
+        # A new connection each time, so the kernel may hand it to either worker.
+        with httpx.Client(
+            base_url=server.base_url, headers={"Authorization": f"Bearer {token}"}
+        ) as c:
+            return c.get("/api/v1/users/me").status_code
+
+    statuses: Counter[int] = Counter()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        # Batches until the access log shows both workers served (accept() is not round-robin).
+        for _ in range(10):
+            statuses.update(pool.map(call, range(20)))
+            if sum(statuses.values()) >= 60 and len(_pids_serving(server, "/api/v1/users/me")) == 2:
+                break
+    total = sum(statuses.values())
+    assert len(_pids_serving(server, "/api/v1/users/me")) == 2, "both workers served"
+    assert statuses == Counter({200: 40, 429: total - 40})  # one budget, whoever served
+
+
+def _health_count(server: Server) -> float:
+    text = httpx.get(server.base_url + "/metrics").text
+    prefix = 'app_http_requests_total{method="GET",route="/health/live",status="200"}'
+    return float(
+        next(line for line in text.splitlines() if line.startswith(prefix)).rsplit(" ", 1)[1]
+    )
+
+
+def test_metrics_cover_every_worker(server: Server) -> None:
+    before = _health_count(server)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda _: httpx.get(server.base_url + "/health/live"), range(40)))
+    assert _health_count(server) - before == 40.0  # every worker's requests, in one scrape

@@ -1,0 +1,98 @@
+"""One session per request: commit on success, roll back on any error, and a failure at
+commit time becomes the error response (never a 200 with lost data)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from service.db import SessionDep
+from service.items.models import Item
+from service.users.models import User
+from tests.service.conftest import CreateUser, assert_problem, client_for
+
+
+async def _count(app: FastAPI, model: type[User] | type[Item]) -> int:
+    async with app.state.sessionmaker() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def test_an_error_after_a_write_leaves_nothing_behind(
+    app: FastAPI, create_user: CreateUser
+) -> None:
+    owner = await create_user()
+
+    async def write_then_fail(session: SessionDep) -> dict[str, str]:
+        session.add(Item(owner_id=owner.id, title="half-written"))
+        await session.flush()  # the row is in the transaction...
+        raise RuntimeError("boom")  # ...and the request fails afterwards
+
+    app.add_api_route("/test/write-then-fail", write_then_fail, methods=["POST"])
+    async with client_for(app) as client:
+        response = await client.post("/test/write-then-fail")
+    body = assert_problem(response, 500, "internal")
+    assert "boom" not in response.text
+    assert body["detail"] == "An unexpected error occurred."
+    assert await _count(app, Item) == 0
+
+
+async def test_a_failure_at_commit_time_becomes_the_response(
+    app: FastAPI, create_user: CreateUser
+) -> None:
+    existing = await create_user("taken@example.com")
+
+    async def insert_at_commit(session: SessionDep) -> dict[str, str]:
+        # No flush: the INSERT (and its unique violation) happens only at commit.
+        session.add(User(email="TAKEN@example.com", hashed_password="x"))
+        return {"status": "looks fine"}
+
+    app.add_api_route("/test/insert-at-commit", insert_at_commit, methods=["POST"])
+    async with client_for(app) as client:
+        response = await client.post("/test/insert-at-commit")
+    assert_problem(response, 409, "user.email_taken")
+    assert await _count(app, User) == 1
+    assert existing.email == "taken@example.com"
+
+
+async def test_success_commits(
+    client: httpx.AsyncClient, app: FastAPI, user_headers: dict[str, str]
+) -> None:
+    response = await client.post("/api/v1/items", json={"title": "kept"}, headers=user_headers)
+    assert response.status_code == 201
+    assert await _count(app, Item) == 1
+
+
+async def test_concurrent_creates_of_one_email_give_one_201_and_one_409(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], app: FastAPI
+) -> None:
+    email = f"race-{uuid.uuid4().hex[:6]}@example.com"
+    bodies = [
+        {"email": email, "password": "password-123"},
+        {"email": email.upper(), "password": "password-456"},
+    ]
+    responses = await asyncio.gather(
+        *(client.post("/api/v1/users", json=b, headers=admin_headers) for b in bodies)
+    )
+    assert sorted(r.status_code for r in responses) == [201, 409]
+    conflict = next(r for r in responses if r.status_code == 409)
+    assert_problem(conflict, 409, "user.email_taken")
+    assert await _count(app, User) == 2  # the admin and one new user
+
+
+async def test_a_value_the_database_cannot_hold_is_422(app: FastAPI, database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        return  # SQLite stores NUL characters
+    from sqlalchemy import text
+
+    async def store_nul(session: SessionDep) -> dict[str, str]:
+        await session.execute(text("SELECT CAST(:v AS text)"), {"v": "a\x00b"})
+        return {"status": "stored"}
+
+    app.add_api_route("/test/store-nul", store_nul, methods=["POST"])
+    async with client_for(app) as client:
+        response = await client.post("/test/store-nul")
+    assert_problem(response, 422, "request.invalid_data")
