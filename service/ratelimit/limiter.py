@@ -9,6 +9,7 @@ import math
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -18,6 +19,9 @@ from limits.aio.strategies import (
     SlidingWindowCounterRateLimiter,
 )
 from limits.errors import StorageError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from service.errors import ServiceUnavailable
@@ -54,13 +58,23 @@ class Limiter:
     def __init__(self, settings: Settings) -> None:
         self.storage: Storage
         if settings.redis_url is not None:
-            timeout = settings.redis_timeout
+            # redis-py connection options (limits types them narrower than redis-py does).
+            client_options: dict[str, Any] = {
+                "socket_timeout": settings.redis_timeout,
+                "socket_connect_timeout": settings.redis_timeout,
+                # Once Redis is back, each pooled connection to the old server fails once
+                # ("Connection closed by server"); one immediate retry on a new connection
+                # hides that (fail-closed would answer it with a 503). Timeouts are not
+                # retried: a hung Redis must cost one timeout, not two. A retry after a reply
+                # was lost can count a hit twice, which a limiter can afford.
+                "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+                "retry_on_error": [RedisConnectionError],
+            }
             self.storage = RedisStorage(
                 "async+" + settings.redis_url.get_secret_value(),
                 implementation="redispy",
                 key_prefix=f"{settings.app_name}:rl",
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
+                **client_options,
             )
         else:
             self.storage = MemoryStorage()
@@ -95,8 +109,14 @@ class Limiter:
         try:
             decision = await self._hit(parse_limits(limit_text), identifiers)
         except STORAGE_ERRORS as exc:
-            if self.breaker.record_failure():
-                log.warning("rate-limit storage unreachable, breaker open: %s", type(exc).__name__)
+            # At most `threshold` of these per cooldown reach here, so each can be logged.
+            opened = self.breaker.record_failure()
+            log.warning(
+                "rate-limit storage error%s: %s: %s",
+                ", breaker open" if opened else "",
+                type(exc).__name__,
+                exc,
+            )
             self._storage_down()
             return None
         self.breaker.record_success()

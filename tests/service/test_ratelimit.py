@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import httpx
@@ -13,6 +14,7 @@ from service.ratelimit.limiter import Limiter
 from service.settings import Settings
 from tests.service.conftest import PASSWORD, CreateUser, assert_problem, client_for, login
 from tests.support.databases import REDIS_URL
+from tests.support.processes import start_redis
 
 
 def test_breaker_opens_after_the_threshold_and_retries_after_the_cooldown() -> None:
@@ -241,3 +243,25 @@ async def test_redis_unreachable_follows_the_fail_mode(
             assert_problem(response, 503, "rate_limit.unavailable")
             assert response.headers["retry-after"] == "60"
         assert_problem(ready, 503, "health.not_ready")
+
+
+async def test_a_restarted_redis_costs_no_request_even_when_closed() -> None:
+    # Pooled connections to the old server are dead once it restarts; each must be replaced
+    # without failing the request it was picked for (fail-closed would turn that into a 503).
+    redis = start_redis()
+    try:
+        limiter = Limiter(
+            Settings(redis_url=redis.url, rate_limit_fail_mode="closed", app_name="restart-test")
+        )
+        # Several connections in the pool, as under concurrent load.
+        await asyncio.gather(*(limiter.check("100/minute", "user", str(n)) for n in range(8)))
+        redis.stop()
+        redis = start_redis(redis.port)
+
+        decisions = [await limiter.check("100/minute", "user", str(n)) for n in range(8)]
+
+        # The new server starts empty (no persistence): each id has one hit counted.
+        assert [d.remaining for d in decisions if d is not None] == [99] * 8
+        assert not limiter.breaker.is_open
+    finally:
+        redis.stop()
