@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -292,6 +293,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--py-spy", help="py-spy binary: also profile each server (unmeasured run)")
     p.add_argument("--out", type=Path, default=Path("build/benchmarks"))
     opts = p.parse_args(argv)
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            p.error(f"{tool} is not installed (Debian: apt-get install -y wrk util-linux)")
     # SIGTERM (timeout, CI) unwinds like Ctrl-C: servers stopped, database dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     opts.out.mkdir(parents=True, exist_ok=True)

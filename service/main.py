@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = create_engine(settings)
     app.state.sessionmaker = create_sessionmaker(app.state.engine)
+    app.state.read_sessionmaker = create_sessionmaker(app.state.engine, autocommit=True)
     if not settings.uses_sqlite:
         instrument_pool(app.state.engine, settings.db_pool_size + settings.db_max_overflow)
     app.state.hasher = PasswordHasher(settings)

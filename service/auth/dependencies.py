@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.api_keys import secrets as key_secrets
@@ -96,24 +95,20 @@ async def _link_idp_user(
     users: UserRepository, issuer: str, claims: dict[str, Any], role: Role
 ) -> User:
     """First sight of an IdP subject: give it a local row so it can own items. Two first
-    requests may race; the loser finds the winner's row."""
+    requests may race (the loser finds the winner's row), and the email may belong to a local
+    account (the identity is then linked without it)."""
     email = claims.get("email")
+    subject = str(claims["sub"])
     for candidate_email in (email.lower() if isinstance(email, str) else None, None):
-        try:
-            async with users.session.begin_nested():
-                return await users.create(
-                    User(
-                        email=candidate_email,
-                        external_issuer=issuer,
-                        external_subject=str(claims["sub"]),
-                        full_name=str(claims.get("name", ""))[:200],
-                        role=role,
-                    )
-                )
-        except IntegrityError:
-            if found := await users.get_by_external(issuer, str(claims["sub"])):
-                return found
-            # The email belongs to a local account: link the identity without it.
+        await users.insert_if_absent(
+            email=candidate_email,
+            external_issuer=issuer,
+            external_subject=subject,
+            full_name=str(claims.get("name", ""))[:200],
+            role=role,
+        )
+        if found := await users.get_by_external(issuer, subject):
+            return found
     raise _invalid_token("The identity could not be linked.")
 
 

@@ -48,6 +48,11 @@ class JwksCache:
             self._unknown_kid_at = now
         if stale or unknown:
             await self._refresh(now)
+        elif kid not in self._keys and self._lock.locked():
+            # A load is in flight (the first requests after start-up, or a rotation): wait for
+            # its keys instead of answering 503 or 401 from the keys of before.
+            async with self._lock:
+                pass
         if not self._keys:
             raise ServiceUnavailable(
                 "The identity provider's keys cannot be fetched.", code="auth.provider_unavailable"

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from service.db import Page, Repository
 from service.users.models import User
@@ -21,3 +24,10 @@ class UserRepository(Repository[User]):
 
     async def list(self, *, limit: int, offset: int) -> Page[User]:
         return await self.page(select(User), limit=limit, offset=offset)
+
+    async def insert_if_absent(self, **values: Any) -> None:
+        """INSERT ... ON CONFLICT DO NOTHING: a clash on any unique key is no error and, unlike
+        a failed INSERT, leaves a surrounding transaction usable (no savepoint needed, which an
+        autocommit session could not open)."""
+        dialect = postgresql if self.session.get_bind().dialect.name == "postgresql" else sqlite
+        await self.session.execute(dialect.insert(User).values(**values).on_conflict_do_nothing())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -16,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
+from sqlalchemy import func, select
 
 from service.users.models import User
 from tests.service.conftest import CreateUser, assert_problem, client_for, login
@@ -238,6 +240,35 @@ async def test_idp_user_is_linked_on_first_sight_and_owns_items(
     assert first["id"] == again["id"]
     assert first["email"] == "federated@example.com"
     assert item.json()["owner_id"] == first["id"]
+
+
+async def test_idp_user_whose_email_is_a_local_accounts_is_linked_without_it(
+    idp_app: FastAPI, idp: JwksServer, create_user: CreateUser
+) -> None:
+    local = await create_user("federated@example.com")
+    headers = {"Authorization": f"Bearer {idp.keys[0].sign(_idp_claims())}"}
+    async with client_for(idp_app) as client:
+        me = await client.get("/api/v1/users/me", headers=headers)
+    assert me.status_code == 200
+    assert me.json()["email"] is None
+    assert me.json()["id"] != str(local.id)
+
+
+async def test_concurrent_first_requests_of_an_idp_user_link_one_row(
+    idp_app: FastAPI, idp: JwksServer
+) -> None:
+    headers = {"Authorization": f"Bearer {idp.keys[0].sign(_idp_claims('idp|race'))}"}
+    async with client_for(idp_app) as client:
+        responses = await asyncio.gather(
+            *(client.get("/api/v1/users/me", headers=headers) for _ in range(6))
+        )
+    assert [r.status_code for r in responses] == [200] * 6, [r.text for r in responses]
+    assert len({r.json()["id"] for r in responses}) == 1
+    async with idp_app.state.sessionmaker() as session:
+        linked = await session.scalar(
+            select(func.count()).select_from(User).where(User.external_subject == "idp|race")
+        )
+    assert linked == 1
 
 
 async def test_roles_come_from_the_configured_claim(idp_app: FastAPI, idp: JwksServer) -> None:

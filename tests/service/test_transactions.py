@@ -96,3 +96,23 @@ async def test_a_value_the_database_cannot_hold_is_422(app: FastAPI, database_ur
     async with client_for(app) as client:
         response = await client.post("/test/store-nul")
     assert_problem(response, 422, "request.invalid_data")
+
+
+async def test_reads_run_outside_a_transaction_and_writes_inside_one(
+    app: FastAPI, database_url: str
+) -> None:
+    if not database_url.startswith("postgresql"):
+        return  # SQLite's driver opens no transaction for a SELECT in either mode
+
+    async def in_transaction(session: SessionDep) -> dict[str, bool]:
+        await session.execute(select(1))
+        raw = await (await session.connection()).get_raw_connection()
+        return {"in_transaction": raw.driver_connection.is_in_transaction()}  # type: ignore[union-attr]
+
+    app.add_api_route("/test/in-transaction", in_transaction, methods=["GET", "POST"])
+    async with client_for(app) as client:
+        read = await client.get("/test/in-transaction")
+        write = await client.post("/test/in-transaction")
+    # A GET pays no BEGIN and COMMIT round trips; a POST's statements commit or roll back as one.
+    assert read.json() == {"in_transaction": False}
+    assert write.json() == {"in_transaction": True}
