@@ -3,6 +3,7 @@ Postgres, real Redis, real sockets."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import uuid
@@ -104,6 +105,20 @@ def test_the_image_runs_gunicorn_with_uvicorn_workers_from_settings(
     from service.http_server import UvicornWorker
 
     assert issubclass(UvicornWorker, uvicorn_worker.UvicornWorker)
+
+
+def test_workers_freeze_their_start_up_objects_out_of_the_collector(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    from service import gunicorn_conf
+
+    assert gc.get_freeze_count() == 0
+    try:
+        gunicorn_conf.post_worker_init(None)  # Gunicorn calls it once the worker has the app
+        assert gc.get_freeze_count() > 10_000  # this test process's modules, at least
+    finally:
+        gc.unfreeze()
 
 
 def _pids_serving(server: Server, path: str) -> set[object]:
