@@ -16,7 +16,7 @@ import asyncio
 import secrets
 from pathlib import Path
 
-from benchmarks.run import GENEROUS, login, result, start, wait_quiet, wrk
+from benchmarks.run import login, result, server_env, start, wait_quiet, wrk
 from loadtests.sizing.run import process_table, tree_cpu_seconds
 from tests.support.api import seed_loadtest
 from tests.support.databases import REDIS_URL, create_database, drop_database
@@ -40,17 +40,7 @@ def main(argv: list[str] | None = None) -> None:
 
     password = secrets.token_urlsafe(12)
     name, database_url = asyncio.run(create_database("ab"))
-    base = {
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": secrets.token_urlsafe(48),
-        "ACCESS_TOKEN_TTL_SECONDS": "14400",
-        "MAX_REQUESTS": "0",
-        "ACCESS_LOG": "json",
-        "REDIS_URL": REDIS_URL.rsplit("/", 1)[0] + "/14",
-        "RATE_LIMIT_LOGIN": GENEROUS,
-        "RATE_LIMIT_USER": GENEROUS,
-        "RATE_LIMIT_ANONYMOUS": GENEROUS,
-    }
+    base = server_env(database_url, REDIS_URL.rsplit("/", 1)[0] + "/14")
     print("| round | variant | req/s | server CPU ms/req |")
     print("|---:|---|---:|---:|")
     try:

@@ -270,6 +270,21 @@ def login_flood(opts: argparse.Namespace, server: Server, password: str) -> dict
     return runs | measured(opts, server, {"probe_flood": probe, "login_flood": flood})
 
 
+def server_env(database_url: str, redis_url: str) -> dict[str, str]:
+    """The full stack's settings for a benchmark: the limiter runs on every request, never 429s."""
+    return {
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": secrets.token_urlsafe(48),
+        "ACCESS_TOKEN_TTL_SECONDS": "14400",  # one token serves the whole run
+        "MAX_REQUESTS": "0",  # no worker recycling: the memory figures follow one process
+        "ACCESS_LOG": "json",
+        "REDIS_URL": redis_url,
+        "RATE_LIMIT_LOGIN": GENEROUS,
+        "RATE_LIMIT_USER": GENEROUS,
+        "RATE_LIMIT_ANONYMOUS": GENEROUS,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     p.add_argument(
@@ -302,17 +317,7 @@ def main(argv: list[str] | None = None) -> None:
 
     password = secrets.token_urlsafe(12)
     name, database_url = asyncio.run(create_database("bench"))
-    base = {
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": secrets.token_urlsafe(48),
-        "ACCESS_TOKEN_TTL_SECONDS": "14400",  # one token serves the whole run
-        "MAX_REQUESTS": "0",  # no worker recycling: the memory figures follow one process
-        "ACCESS_LOG": "json",
-        "REDIS_URL": opts.redis_url,
-        "RATE_LIMIT_LOGIN": GENEROUS,
-        "RATE_LIMIT_USER": GENEROUS,
-        "RATE_LIMIT_ANONYMOUS": GENEROUS,
-    }
+    base = server_env(database_url, opts.redis_url)
     servers = [
         ("full_on", None, base | {"RATE_LIMIT_ENABLED": "true"}),
         ("full_off", None, base | {"RATE_LIMIT_ENABLED": "false"}),
