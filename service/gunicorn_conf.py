@@ -81,7 +81,7 @@ def post_worker_init(_worker: Any) -> None:
     # The worker has imported and built the app: hundreds of thousands of long-lived objects
     # (SQLAlchemy, FastAPI, pydantic) that every full collection would walk again. Freezing them
     # moves them out of the collector's sight; measured on /users/me, a worker's CPU per request
-    # fell by a fifth to a third (docs/benchmarks.md). Only cyclic garbage among these start-up
+    # fell by a fifth to two fifths (docs/benchmarks.md). Only cyclic garbage among these start-up
     # objects is never collected; the objects of requests are collected as before.
     gc.freeze()
 

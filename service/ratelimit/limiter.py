@@ -68,7 +68,6 @@ class Limiter:
                 # retried: a hung Redis must cost one timeout, not two. A retry after a reply
                 # was lost can count a hit twice, which a limiter can afford.
                 "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-                "retry_on_error": [RedisConnectionError],
             }
             self.storage = RedisStorage(
                 "async+" + settings.redis_url.get_secret_value(),
