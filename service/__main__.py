@@ -16,7 +16,7 @@ from service.api_keys import secrets as key_secrets
 from service.api_keys.models import ApiKey
 from service.api_keys.repository import ApiKeyRepository
 from service.auth.passwords import PasswordHasher
-from service.db import create_engine, create_sessionmaker
+from service.kit.database import create_engine, create_sessionmaker
 from service.settings import EXEMPT_TIER, Settings, get_settings
 from service.users.models import Role, User
 from service.users.repository import UserRepository

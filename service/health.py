@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sqlalchemy import text
 
-from service.errors import ServiceUnavailable
+from service.kit.problems import ServiceUnavailable
 
 router = APIRouter(tags=["health"])
 

@@ -15,18 +15,18 @@ from service.auth.jwks import OidcVerifier
 from service.auth.passwords import PasswordHasher
 from service.auth.routes import router as auth_router
 from service.auth.tokens import TokenIssuer
-from service.body_limit import BodySizeLimit
-from service.db import create_engine, create_sessionmaker
-from service.errors import install_error_handlers
 from service.items.routes import router as items_router
-from service.observability import (
+from service.kit.body_limit import BodySizeLimit
+from service.kit.database import create_engine, create_sessionmaker
+from service.kit.error_handlers import install_error_handlers
+from service.kit.observability import (
     RequestContext,
     configure_logging,
     instrument_pool,
     metrics_endpoint,
 )
+from service.kit.security_headers import SecurityHeaders
 from service.ratelimit.limiter import Limiter
-from service.security_headers import SecurityHeaders
 from service.settings import Settings, get_settings
 from service.users.routes import router as users_router
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service.errors import PROBLEM_MEDIA_TYPE, Problem
+from service.kit.problems import PROBLEM_MEDIA_TYPE, Problem
 from service.settings import Settings
 
 # Request models whose `password` is a new password, checked against the length settings.

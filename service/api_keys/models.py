@@ -6,8 +6,8 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db import TimestampedModel, UTCDateTime
-from service.errors import register_constraint
+from service.kit.models import TimestampedModel, UTCDateTime
+from service.kit.problems import register_constraint
 from service.users.models import Role
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from service.api_keys.models import ApiKey, RateLimitTier
-from service.db import Page, Repository
+from service.kit.repository import Page, Repository
 from service.users.models import User
 
 

@@ -9,9 +9,10 @@ from service.api_keys.models import ApiKey, RateLimitTier
 from service.api_keys.repository import ApiKeyRepository, TierRepository
 from service.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead, TierCreate, TierRead
 from service.auth.dependencies import AdminUser, require_admin
-from service.db import SessionDep, utcnow
-from service.errors import NotFound, invalid_field
-from service.pagination import PageDep, PageOut
+from service.kit.database import SessionDep
+from service.kit.models import utcnow
+from service.kit.pagination import PageDep, PageOut
+from service.kit.problems import NotFound, invalid_field
 from service.ratelimit.dependencies import user_rate_limit
 from service.settings import EXEMPT_TIER
 

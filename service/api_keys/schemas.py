@@ -7,7 +7,7 @@ from typing import Annotated
 from limits import parse_many
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from service.schemas import RequestModel, stored_text
+from service.kit.schemas import RequestModel, stored_text
 from service.settings import EXEMPT_TIER
 from service.users.models import Role
 

@@ -17,8 +17,8 @@ from service.api_keys.repository import ApiKeyRepository
 from service.auth.jwks import OidcVerifier
 from service.auth.passwords import PasswordHasher
 from service.auth.tokens import TokenIssuer
-from service.db import SessionDep
-from service.errors import Forbidden, Unauthorized
+from service.kit.database import SessionDep
+from service.kit.problems import Forbidden, Unauthorized
 from service.settings import EXEMPT_TIER
 from service.users.models import Role, User
 from service.users.repository import UserRepository

@@ -16,7 +16,7 @@ import httpx
 import jwt
 from jwt import PyJWK, PyJWKSet
 
-from service.errors import ServiceUnavailable
+from service.kit.problems import ServiceUnavailable
 from service.settings import Settings
 
 log = logging.getLogger("service.auth.jwks")

@@ -7,8 +7,8 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from service.auth.dependencies import HasherDep, IssuerDep
 from service.auth.schemas import TokenOut
-from service.db import SessionDep
-from service.errors import Unauthorized
+from service.kit.database import SessionDep
+from service.kit.problems import Unauthorized
 from service.ratelimit.dependencies import anonymous_rate_limit, login_rate_limit
 from service.users.repository import UserRepository
 

@@ -5,7 +5,7 @@ import uuid
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db import TimestampedModel
+from service.kit.models import TimestampedModel
 
 
 class Item(TimestampedModel):

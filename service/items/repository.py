@@ -4,8 +4,8 @@ import uuid
 
 from sqlalchemy import select
 
-from service.db import Page, Repository
 from service.items.models import Item
+from service.kit.repository import Page, Repository
 
 
 class ItemRepository(Repository[Item]):

@@ -6,12 +6,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from service.auth.dependencies import CurrentUser, Principal
-from service.db import SessionDep
-from service.errors import Forbidden, NotFound
 from service.items.models import Item
 from service.items.repository import ItemRepository
 from service.items.schemas import ItemCreate, ItemRead, ItemUpdate
-from service.pagination import PageDep, PageOut
+from service.kit.database import SessionDep
+from service.kit.pagination import PageDep, PageOut
+from service.kit.problems import Forbidden, NotFound
 from service.ratelimit.dependencies import user_rate_limit
 
 router = APIRouter(

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict
 
-from service.schemas import RequestModel, stored_text
+from service.kit.schemas import RequestModel, stored_text
 
 Title = Annotated[str, stored_text(min_length=1, max_length=200)]
 Description = Annotated[str, stored_text(max_length=10_000)]

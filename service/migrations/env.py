@@ -7,7 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from service.db import Base, create_engine
+from service.kit.database import create_engine
+from service.kit.models import Base
 from service.models import load_all_models
 from service.settings import get_settings
 

@@ -8,7 +8,7 @@ from fastapi import Depends, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 
 from service.auth.dependencies import CurrentUser
-from service.errors import TooManyRequests
+from service.kit.problems import TooManyRequests
 from service.ratelimit.limiter import Limiter
 
 

@@ -24,8 +24,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from service.errors import ServiceUnavailable
-from service.observability import RATE_LIMIT_STORAGE_ERRORS
+from service.kit.observability import RATE_LIMIT_STORAGE_ERRORS
+from service.kit.problems import ServiceUnavailable
 from service.ratelimit.breaker import CircuitBreaker
 from service.settings import Settings
 

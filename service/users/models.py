@@ -5,8 +5,8 @@ from enum import StrEnum
 from sqlalchemy import Boolean, Index, String, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db import TimestampedModel
-from service.errors import register_constraint
+from service.kit.models import TimestampedModel
+from service.kit.problems import register_constraint
 
 
 class Role(StrEnum):

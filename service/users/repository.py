@@ -5,7 +5,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from service.db import Page, Repository
+from service.kit.repository import Page, Repository
 from service.users.models import User
 
 

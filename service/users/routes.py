@@ -5,9 +5,9 @@ import uuid
 from fastapi import APIRouter, Depends, Request
 
 from service.auth.dependencies import AdminUser, CurrentUser, HasherDep
-from service.db import SessionDep
-from service.errors import Conflict, Forbidden, NotFound, invalid_field
-from service.pagination import PageDep, PageOut
+from service.kit.database import SessionDep
+from service.kit.pagination import PageDep, PageOut
+from service.kit.problems import Conflict, Forbidden, NotFound, invalid_field
 from service.ratelimit.dependencies import user_rate_limit
 from service.settings import Settings
 from service.users.models import User

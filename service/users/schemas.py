@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
-from service.schemas import RequestModel, stored_text
+from service.kit.schemas import RequestModel, stored_text
 from service.users.models import Role
 
 

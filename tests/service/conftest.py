@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.auth.passwords import PasswordHasher
-from service.db import Base
+from service.kit.models import Base
 from service.main import create_app
 from service.settings import Settings
 from service.users.models import Role, User

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from fastapi import FastAPI
 
-from service.db import create_engine, create_sessionmaker
+from service.kit.database import create_engine, create_sessionmaker
 from service.settings import Settings
 from service.users.models import User
 from service.users.repository import UserRepository

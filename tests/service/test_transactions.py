@@ -10,8 +10,8 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from service.db import SessionDep
 from service.items.models import Item
+from service.kit.database import SessionDep
 from service.users.models import User
 from tests.service.conftest import CreateUser, assert_problem, client_for
 

@@ -1,7 +1,7 @@
 """Request ids, JSON logs, the access log and Prometheus metrics.
 
 The middleware here is pure ASGI: cheaper per request than BaseHTTPMiddleware, and it sees
-every response, including the 500s built by errors.CatchUnhandled.
+every response, including the 500s built by error_handlers.CatchUnhandled.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import problem
+from service.kit.problems import problem
 
 CODE, TITLE = "request.too_large", "Content Too Large"
 

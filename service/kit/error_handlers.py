@@ -1,6 +1,5 @@
-"""One error schema for every error: RFC 9457 problem+json with a stable machine `code`.
+"""Exception -> problem+json: our AppErrors, the framework's, the driver's, and anything else.
 
-Domain code raises an `AppError` subclass; framework and driver exceptions are mapped here.
 No body ever carries a stack trace, SQL, a driver message or a class name: only the log does,
 under the request id.
 """
@@ -9,144 +8,27 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.observability import current_request_id
+from service.kit.problems import (
+    CONSTRAINTS,
+    HTTP_CODES,
+    AppError,
+    Conflict,
+    FieldError,
+    ProblemResponse,
+    ServiceUnavailable,
+    UnprocessableContent,
+    problem,
+)
 
 log = logging.getLogger("service.errors")
-
-PROBLEM_MEDIA_TYPE = "application/problem+json"
-
-
-class FieldError(BaseModel):
-    loc: list[str | int] = Field(description="Where the bad value is, e.g. ['body', 'email']")
-    msg: str
-    type: str
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details, plus `code` (stable, for machines) and `errors` (for 422)."""
-
-    type: str = Field(description="A URI naming the kind of problem")
-    title: str
-    status: int
-    detail: str | None = None
-    instance: str | None = Field(default=None, description="The request path")
-    code: str = Field(description="Stable machine-readable code, e.g. user.email_taken")
-    request_id: str | None = None
-    errors: list[FieldError] | None = None
-
-
-class ProblemResponse(JSONResponse):
-    media_type = PROBLEM_MEDIA_TYPE
-
-
-class AppError(Exception):
-    """An error with a known status, code and safe detail."""
-
-    status: int = 500
-    code: str = "internal"
-    title: str = "Internal Server Error"
-
-    def __init__(
-        self,
-        detail: str | None = None,
-        *,
-        code: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail or self.title)
-        self.detail = detail
-        self.code = code or self.code
-        self.headers = dict(headers or {})
-
-
-class Unauthorized(AppError):
-    status, code, title = 401, "auth.unauthorized", "Unauthorized"
-
-
-class Forbidden(AppError):
-    status, code, title = 403, "auth.forbidden", "Forbidden"
-
-
-class NotFound(AppError):
-    status, code, title = 404, "not_found", "Not Found"
-
-
-class Conflict(AppError):
-    status, code, title = 409, "conflict", "Conflict"
-
-
-class UnprocessableContent(AppError):
-    status, code, title = 422, "request.invalid_data", "Unprocessable Content"
-
-
-class TooManyRequests(AppError):
-    status, code, title = 429, "rate_limit.exceeded", "Too Many Requests"
-
-
-class ServiceUnavailable(AppError):
-    status, code, title = 503, "service.unavailable", "Service Unavailable"
-
-
-# Status -> (code, title) for errors raised by the framework rather than by our code.
-_HTTP_CODES: dict[int, tuple[str, str]] = {
-    400: ("request.malformed", "Bad Request"),
-    401: ("auth.unauthorized", "Unauthorized"),
-    403: ("auth.forbidden", "Forbidden"),
-    404: ("route.not_found", "Not Found"),
-    405: ("method.not_allowed", "Method Not Allowed"),
-    413: ("request.too_large", "Content Too Large"),
-    415: ("request.unsupported_media_type", "Unsupported Media Type"),
-}
-
-# Constraint name -> (code, detail). Domains register their unique constraints here so a
-# violation found at flush or commit time becomes a precise 409.
-_CONSTRAINTS: dict[str, tuple[str, str]] = {}
-
-
-def invalid_field(loc: tuple[str | int, ...], msg: str, type_: str) -> RequestValidationError:
-    """A 422 for a rule Pydantic cannot express (one that depends on runtime settings)."""
-    return RequestValidationError([{"loc": loc, "msg": msg, "type": type_}])
-
-
-def register_constraint(name: str, code: str, detail: str) -> None:
-    _CONSTRAINTS[name] = (code, detail)
-
-
-def problem(
-    status: int,
-    code: str,
-    title: str,
-    detail: str | None,
-    *,
-    instance: str | None = None,
-    errors: list[FieldError] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> ProblemResponse:
-    body = Problem(
-        type=f"urn:problem:{code}",
-        title=title,
-        status=status,
-        detail=detail,
-        instance=instance,
-        code=code,
-        request_id=current_request_id(),
-        errors=errors,
-    )
-    return ProblemResponse(
-        body.model_dump(exclude_none=True), status_code=status, headers=dict(headers or {})
-    )
-
 
 # --- mapping exceptions ---------------------------------------------------------------------
 
@@ -178,7 +60,7 @@ def classify_db_error(exc: BaseException) -> AppError | None:
     """The client-facing error for a database exception, or None when it is a plain bug."""
     if isinstance(exc, sa_exc.IntegrityError):
         name = _constraint_name(exc)
-        code, detail = _CONSTRAINTS.get(name or "", ("conflict", "The data conflicts."))
+        code, detail = CONSTRAINTS.get(name or "", ("conflict", "The data conflicts."))
         return Conflict(detail, code=code)
     # SQLSTATE class 22 ("data exception"): a value the database cannot hold, the client's input.
     if isinstance(exc, sa_exc.DataError) or any(
@@ -210,7 +92,7 @@ async def _on_app_error(request: Request, exc: Exception) -> ProblemResponse:
 
 async def _on_http_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code, title = _HTTP_CODES.get(exc.status_code, (f"http.{exc.status_code}", "Error"))
+    code, title = HTTP_CODES.get(exc.status_code, (f"http.{exc.status_code}", "Error"))
     detail = exc.detail if isinstance(exc.detail, str) else title
     headers = dict(exc.headers or {})
     if exc.status_code == 405:

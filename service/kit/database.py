@@ -1,16 +1,13 @@
-"""Engine, ORM base, the per-request session and the generic repository."""
+"""The engine and the per-request session (a transaction for writes, none for reads)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import DateTime, Dialect, MetaData, Select, event, func, select
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -18,51 +15,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
 
 from service.settings import Settings
-
-# Predictable constraint names: migrations can drop them and errors.py can map them to codes.
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone on the way back)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-
-class TimestampedModel(Base):
-    """UUID primary key and creation/update times, for every table of the domain."""
-
-    __abstract__ = True
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    created_at: Mapped[datetime] = mapped_column(
-        UTCDateTime, default=utcnow, server_default=func.now()
-    )
-    updated_at: Mapped[datetime] = mapped_column(
-        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=func.now()
-    )
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -139,48 +93,3 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
-
-ModelT = TypeVar("ModelT", bound=TimestampedModel)
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[ModelT]):
-    items: Sequence[ModelT]
-    total: int
-    limit: int
-    offset: int
-
-
-class Repository(Generic[ModelT]):
-    """Queries for one model. Flushes so ids and constraints are checked early; never commits
-    (the session dependency owns the transaction)."""
-
-    model: type[ModelT]
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get_by_id(self, id_: uuid.UUID) -> ModelT | None:
-        return await self.session.get(self.model, id_)
-
-    async def create(self, obj: ModelT) -> ModelT:
-        self.session.add(obj)
-        await self.session.flush()
-        return obj
-
-    async def update(self, obj: ModelT, changes: dict[str, Any]) -> ModelT:
-        for name, value in changes.items():
-            setattr(obj, name, value)
-        await self.session.flush()
-        return obj
-
-    async def delete(self, obj: ModelT) -> None:
-        await self.session.delete(obj)
-        await self.session.flush()
-
-    async def page(self, query: Select[ModelT], *, limit: int, offset: int) -> Page[ModelT]:
-        total = await self.session.scalar(select(func.count()).select_from(query.subquery()))
-        rows = await self.session.scalars(
-            query.order_by(self.model.created_at.desc(), self.model.id).limit(limit).offset(offset)
-        )
-        return Page(items=rows.all(), total=total or 0, limit=limit, offset=offset)

@@ -8,7 +8,7 @@ from typing import Annotated, Generic, TypeVar
 from fastapi import Depends, Query, Request
 from pydantic import BaseModel
 
-from service.errors import invalid_field
+from service.kit.problems import invalid_field
 
 T = TypeVar("T")
 

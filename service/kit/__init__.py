@@ -1,0 +1,1 @@
+"""Shared plumbing, no business rules: database, problems, paging, observability, HTTP."""
