@@ -5,7 +5,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from service.auth.dependencies import CurrentUser, Principal
+from service.auth.authenticate import Principal
+from service.auth.dependencies import CurrentUser
 from service.items.models import Item
 from service.items.repository import ItemRepository
 from service.items.schemas import ItemCreate, ItemRead, ItemUpdate
