@@ -10,13 +10,19 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.api_keys import secrets as key_secrets
 from service.api_keys.models import ApiKey
 from service.api_keys.repository import ApiKeyRepository
 from service.auth.passwords import PasswordHasher
 from service.kit.database import create_engine, create_sessionmaker
+from service.schema_lineage import (
+    SchemaAhead,
+    script_graph,
+    unknown_heads_are_descendants,
+)
+from service.schema_lineage import record as record_lineage
 from service.settings import EXEMPT_TIER, Settings, get_settings
 from service.users.models import Role, User
 from service.users.repository import UserRepository
@@ -24,16 +30,48 @@ from service.users.repository import UserRepository
 T = TypeVar("T")
 
 
-def migrate(settings: Settings) -> None:
-    """Apply every Alembic migration, then create the first admin when configured."""
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def migrate(settings: Settings, script_location: Path = MIGRATIONS) -> None:
+    """Apply every Alembic migration, then create the first admin when configured.
+
+    A database ahead of this image (a rollback after a release that added a migration) is
+    accepted when its recorded lineage proves this image's head an ancestor: the schema is then
+    one expand step ahead and still serves this code (docs/deployment.md, "Migrations").
+    """
     from alembic import command
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
     config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    command.upgrade(config, "head")
+    config.set_main_option("script_location", str(script_location))
+    script = ScriptDirectory.from_config(config)
+    try:
+        ahead = asyncio.run(
+            _in_connection(settings, lambda c: unknown_heads_are_descendants(c, script))
+        )
+    except SchemaAhead as error:
+        raise SystemExit(f"migrate: {error}") from None
+    if ahead:
+        print(
+            f"database at {', '.join(ahead)}, a descendant of this image's head"
+            f" {script.get_current_head()}: nothing to migrate"
+        )
+    else:
+        command.upgrade(config, "head")
+        asyncio.run(_in_connection(settings, lambda c: record_lineage(c, script_graph(script))))
     if asyncio.run(_in_transaction(settings, lambda s: ensure_first_admin(s, settings))):
         print(f"created the first admin {settings.first_admin_email}")
+
+
+async def _in_connection(settings: Settings, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    engine = create_engine(settings)
+    try:
+        async with engine.begin() as connection:
+            return await work(connection)
+    finally:
+        await engine.dispose()
 
 
 async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:

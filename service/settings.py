@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     db_connect_timeout: float = Field(default=3.0, gt=0)
     db_command_timeout: float = Field(default=10.0, gt=0)
     db_echo: bool = False
+    # Readiness (service/health.py): seconds the check may take (the probe's timeout is longer),
+    # and seconds a dependency may stay unreachable before this process reports not ready.
+    ready_check_timeout: float = Field(default=1.0, gt=0)
+    ready_failure_grace: float = Field(default=30.0, ge=0)
 
     # --- redis ------------------------------------------------------------------------------
     redis_url: SecretStr | None = None

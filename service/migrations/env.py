@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 from service.kit.database import create_engine
 from service.kit.models import Base
 from service.models import load_all_models
+from service.schema_lineage import LINEAGE_TABLE
 from service.settings import get_settings
 
 load_all_models()
@@ -22,6 +23,8 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER most things
         compare_type=True,
+        # The migrate command's own bookkeeping, not a model: autogenerate must not drop it.
+        include_name=lambda name, kind, _parent: not (kind == "table" and name == LINEAGE_TABLE),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -62,6 +62,9 @@ async def test_database_outage_answers_503_and_recovers_without_restart(
             "DB_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT),
             "DB_POOL_TIMEOUT": str(POOL_TIMEOUT),
             "DB_COMMAND_TIMEOUT": str(COMMAND_TIMEOUT),
+            # No grace: this test watches readiness turn as soon as the outage is seen (a pod
+            # tolerates a shorter outage by default: service/health.py).
+            "READY_FAILURE_GRACE": "0",
             **GENEROUS_LIMITS,
         }
     )
