@@ -42,7 +42,10 @@ class ImageConfig:
     platform: str
     username: str | None
     password: pulumi.Input[str] | None
-    pull_secret: str | None
+    pull_secret: str | None  # the docker-registry Secret the program creates for the pods
+    pull_server: str | None  # the registry that Secret logs in to (the image's registry host)
+    pull_username: str | None
+    pull_password: pulumi.Input[str] | None  # read-only credentials: the pods only pull
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class PostgresConfig:
     storage_class: str | None
     resources: Resources
     url: pulumi.Input[str] | None  # external mode: the managed database's URL (a secret)
+    # Pulumi refuses to delete or replace a protected StatefulSet (a storage change would
+    # replace it and re-bind the old volume): see docs/deployment.md, "Resizing Postgres".
+    protect: bool = True
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class RedisConfig:
     image: str
     resources: Resources
     url: pulumi.Input[str] | None
+    maxmemory_mi: int = 96  # below the container's memory limit (checked in parse)
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,14 @@ class ExposureConfig:
     cert_manager_issuer: str | None
     controller_namespace: str
     source_ranges: tuple[str, ...]
+    # Extra peers of the app pods in ingress mode, as CIDRs: controllers that send from node or
+    # load-balancer addresses (GKE NEGs, AWS ALB IP targets, hostNetwork controllers).
+    peer_cidrs: tuple[str, ...] = ()
+    # False: Pulumi does not wait for the Ingress / LoadBalancer to report an address (a
+    # controller that never publishes status, or nothing that provisions load balancers).
+    await_ready: bool = True
+    await_minutes: int = 10  # Pulumi's create/update timeout for the exposure objects
+    docs_public: bool = False  # route /docs and /openapi.json through the Ingress
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,9 @@ class AppConfig:
     first_admin_password: pulumi.Input[str] | None
     jwt_secret: pulumi.Input[str] | None  # None in development: a RandomPassword is generated
     monitoring_namespace: str | None
+    # Where the app pods may open connections besides DNS and the in-cluster stores: the
+    # managed databases, the IdP's JWKS host. Cloud metadata addresses are always excluded.
+    egress_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
 
     @property
     def memory_mi(self) -> int:
@@ -129,7 +147,7 @@ class AppConfig:
 class StackConfig:
     stack: str
     namespace: str
-    kubeconfig: str | None
+    kubeconfig: str | None  # a path or the file's content (the provider gets it as a secret)
     kube_context: str | None
     image: ImageConfig
     app: AppConfig
@@ -146,6 +164,7 @@ SECRET_KEYS = (
     "redisUrl",
     "jwtSecret",
     "firstAdminPassword",
+    "pullPassword",
 )
 PLAIN_KEYS = (
     "namespace",
@@ -159,6 +178,8 @@ PLAIN_KEYS = (
     "imagePlatform",
     "registryUsername",
     "imagePullSecret",
+    "pullRegistry",
+    "pullUsername",
     "workers",
     "minReplicas",
     "maxReplicas",
@@ -181,15 +202,18 @@ PLAIN_KEYS = (
     "rateLimitLogin",
     "firstAdminEmail",
     "monitoringNamespace",
+    "egressCidrs",
     "postgresMode",
     "postgresMaxConnections",
     "postgresImage",
     "postgresStorage",
     "postgresStorageClass",
     "postgresResources",
+    "postgresProtect",
     "redisMode",
     "redisImage",
     "redisResources",
+    "redisMaxmemoryMi",
     "exposure",
     "host",
     "ingressClass",
@@ -197,6 +221,10 @@ PLAIN_KEYS = (
     "certManagerIssuer",
     "ingressControllerNamespace",
     "loadBalancerSourceRanges",
+    "ingressPeerCidrs",
+    "awaitExposure",
+    "awaitTimeoutMinutes",
+    "docsPublic",
     "loadtestEnabled",
     "loadtestImage",
     "loadtestWorkers",
@@ -231,6 +259,8 @@ def required_secrets(values: Mapping[str, str]) -> list[str]:
         needed.append("databaseUrl")
     if values.get("redisMode") == "external":
         needed.append("redisUrl")
+    if values.get("imagePullSecret"):
+        needed.append("pullPassword")
     return needed
 
 
@@ -331,6 +361,23 @@ def _image_ref(reader: _Reader, name: str, default: str | None = None) -> str:
     return value
 
 
+def _registry_host(ref: str) -> str:
+    """The registry part of an image reference (Docker Hub when it has none)."""
+    first = ref.split("/", 1)[0]
+    return first if "/" in ref and ("." in first or ":" in first) else "docker.io"
+
+
+_MEBIBYTES = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
+
+
+def _mebibytes(quantity: str) -> int:
+    """A memory quantity (``128Mi``, ``1Gi``, bytes) in whole MiB."""
+    for suffix, factor in _MEBIBYTES.items():
+        if quantity.endswith(suffix):
+            return int(float(quantity.removesuffix(suffix)) * factor)
+    return int(float(quantity.rstrip("m")) / (1024 * 1024))
+
+
 def check_connection_budget(app: AppConfig, max_connections: int) -> None:
     """Refuse a worst case that opens more Postgres connections than the server allows.
 
@@ -390,6 +437,7 @@ def _app(r: _Reader, secrets: Mapping[str, pulumi.Input[str]]) -> AppConfig:
         first_admin_password=secrets.get("firstAdminPassword"),
         jwt_secret=secrets.get("jwtSecret"),
         monitoring_namespace=r.opt("monitoringNamespace"),
+        egress_cidrs=r.items("egressCidrs") or ("0.0.0.0/0",),
     )
     if not app.trusted_proxies:
         raise r.fail("trustedProxies", "is required (the ingress controller's pod network)")
@@ -406,6 +454,10 @@ def _exposure(r: _Reader) -> ExposureConfig:
         cert_manager_issuer=r.opt("certManagerIssuer"),
         controller_namespace=r.text("ingressControllerNamespace", "ingress-nginx"),
         source_ranges=r.items("loadBalancerSourceRanges") or ("0.0.0.0/0",),
+        peer_cidrs=r.items("ingressPeerCidrs"),
+        await_ready=r.flag("awaitExposure", True),
+        await_minutes=r.integer("awaitTimeoutMinutes", 10, minimum=1),
+        docs_public=r.flag("docsPublic", False),
     )
     if exposure.cert_manager_issuer and not exposure.tls:
         raise r.fail("certManagerIssuer", f"needs {key('tls')}: true")
@@ -435,7 +487,12 @@ def parse(
         username=r.opt("registryUsername"),
         password=secrets.get("registryPassword"),
         pull_secret=r.opt("imagePullSecret"),
+        pull_server=r.opt("pullRegistry") or _registry_host(image_ref or r.text("registry")),
+        pull_username=r.opt("pullUsername"),
+        pull_password=secrets.get("pullPassword"),
     )
+    if image.pull_secret and not image.pull_username:
+        raise r.fail("pullUsername", f"is required with {key('imagePullSecret')}")
     if image.tag == "latest":
         raise r.fail("imageTag", "'latest' is not allowed; the Deployment pins the digest anyway")
     pg_mode = r.choice("postgresMode", DB_MODES)
@@ -449,13 +506,24 @@ def parse(
         storage_class=r.opt("postgresStorageClass"),
         resources=r.resources("postgresResources", Resources("250m", "1", "512Mi")),
         url=secrets.get("databaseUrl"),
+        protect=r.flag("postgresProtect", True),
     )
+    redis_resources = r.resources("redisResources", Resources("100m", "500m", "128Mi"))
+    redis_limit_mi = _mebibytes(redis_resources.memory)
     redis = RedisConfig(
         mode=r.choice("redisMode", DB_MODES),
-        image=_image_ref(r, "redisImage", "redis:7.4.1-alpine"),
-        resources=r.resources("redisResources", Resources("100m", "500m", "128Mi")),
+        image=_image_ref(r, "redisImage", "redis:7.4.6-alpine"),
+        resources=redis_resources,
         url=secrets.get("redisUrl"),
+        # Room above the data for the server itself, its buffers and fragmentation.
+        maxmemory_mi=r.integer("redisMaxmemoryMi", redis_limit_mi * 3 // 4, minimum=1),
     )
+    if redis.mode == "in-cluster" and redis.maxmemory_mi >= redis_limit_mi:
+        raise r.fail(
+            "redisMaxmemoryMi",
+            f"{redis.maxmemory_mi} must be below the container's memory limit"
+            f" ({redis_resources.memory})",
+        )
     loadtest = LoadtestConfig(
         enabled=r.flag("loadtestEnabled", False),
         image=_image_ref(r, "loadtestImage", "locustio/locust:2.47.0"),

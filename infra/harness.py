@@ -27,6 +27,7 @@ PLACEHOLDER_SECRETS = {
     "jwtSecret": "placeholder-jwt-secret-0123456789abcdef0123456789",
     "databaseUrl": "postgresql://blueprint:placeholder@db.example.internal:5432/blueprint",
     "redisUrl": "redis://:placeholder@cache.example.internal:6379/0",
+    "pullPassword": "placeholder-read-only-registry-token",
 }
 
 
@@ -38,6 +39,8 @@ class Recorded:
     outputs: dict[str, Any]
     provider: str | None
     dependencies: list[str] = field(default_factory=list)  # URNs this one waits for
+    # The resource options the engine acts on: protect, retainOnDelete, customTimeouts, ...
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def _as_config(value: object) -> str:
@@ -100,9 +103,20 @@ class RecordingMonitor(MockMonitor):
     def __init__(self, mocks: RecordingMocks) -> None:
         super().__init__(mocks)
         self.dependencies: dict[tuple[str, str], list[str]] = {}
+        self.options: dict[tuple[str, str], dict[str, Any]] = {}
 
     def RegisterResource(self, request: Any) -> Any:  # the gRPC method's name
         self.dependencies[(request.type, request.name)] = list(request.dependencies)
+        timeouts = request.customTimeouts
+        self.options[(request.type, request.name)] = {
+            "protect": request.protect,
+            "retainOnDelete": request.retainOnDelete,
+            "deleteBeforeReplace": request.deleteBeforeReplace,
+            "ignoreChanges": list(request.ignoreChanges),
+            "customTimeouts": {
+                k: v for k in ("create", "update", "delete") if (v := getattr(timeouts, k))
+            },
+        }
         return super().RegisterResource(request)
 
 
@@ -136,6 +150,7 @@ def run(
     pulumi.runtime.test(main)()
     for resource in mocks.resources:
         resource.dependencies = monitor.dependencies.get((resource.type, resource.name), [])
+        resource.options = monitor.options.get((resource.type, resource.name), {})
     return mocks.resources
 
 

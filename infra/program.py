@@ -8,7 +8,7 @@ from infra import config
 from infra.components import app, ingress, loadtest
 from infra.components.cluster import Cluster, ClusterArgs
 from infra.components.image import Image
-from infra.components.k8s import namespace_peer
+from infra.components.k8s import namespace_peer, pods_peer, registry_secret, selector
 from infra.components.postgres import Postgres
 from infra.components.redis import Redis
 from infra.components.store import StoreArgs
@@ -22,6 +22,26 @@ def main() -> None:
     image = Image("image", cfg.image)
     postgres = Postgres("postgres", StoreArgs(ns, cfg.postgres), on_cluster)
     redis = Redis("redis", StoreArgs(ns, cfg.redis), on_cluster)
+
+    pull_secret = None
+    if cfg.image.pull_secret and cfg.image.pull_username and cfg.image.pull_password:
+        # Managed here, not created by hand: Pulumi >= 4.29 refuses to create an object that
+        # already exists (no upsert), so every object the guide needs is the program's own.
+        pull_secret = registry_secret(
+            cluster,
+            ns,
+            cfg.image.pull_secret,
+            cfg.image.pull_server or "docker.io",
+            cfg.image.pull_username,
+            cfg.image.pull_password,
+            on_cluster,
+        ).metadata.name
+    # The app pods reach the in-cluster stores by selector; external ones via egressCidrs.
+    egress = [
+        {"to": [pods_peer(selector(store.labels))], "ports": [{"port": store.PORT}]}
+        for store in (postgres, redis)
+        if store.in_cluster
+    ]
 
     peers = ingress.peers(cfg.exposure)
     if cfg.app.monitoring_namespace:
@@ -38,21 +58,29 @@ def main() -> None:
             database_url=postgres.url,
             redis_url=redis.url,
             peers=peers,
-            pull_secret=cfg.image.pull_secret,
+            pull_secret=pull_secret,
+            egress=egress,
             wait_for=[postgres, redis],
         ),
         on_cluster,
     )
     edge = ingress.Ingress(
         "ingress",
-        ingress.IngressArgs(ns, cfg.exposure, app.NAME, app.SERVICE_PORT, app.POD_LABELS),
+        ingress.IngressArgs(
+            ns,
+            cfg.exposure,
+            api.service_name,
+            app.SERVICE_PORT,
+            app.POD_LABELS,
+            wait_for=[api.deployment],
+        ),
         on_cluster,
     )
-    target = pulumi.Output.concat("http://", app.NAME, ".", ns, f".svc:{app.SERVICE_PORT}")
+    target = pulumi.Output.concat("http://", api.service_name, ".", ns, f".svc:{app.SERVICE_PORT}")
     if cfg.loadtest.enabled:
         loadtest.Loadtest(
             "loadtest",
-            loadtest.LoadtestArgs(ns, cfg.loadtest, target, api.runtime, api.migration),
+            loadtest.LoadtestArgs(ns, cfg.loadtest, target, api.job_runtime, api.migration),
             on_cluster,
         )
 

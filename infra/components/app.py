@@ -8,16 +8,22 @@ here, the load-test seed in loadtest.py) runs exactly like the server.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.components.k8s import (
+    CLIENT_LABELS,
+    CLOUD_METADATA,
+    allow_egress,
     allow_ingress,
     container,
     create,
+    ip_peer,
     labels,
     password,
     pod,
@@ -35,6 +41,23 @@ MIGRATE_COMMAND = ["python", "-m", "service", "migrate"]
 GRACE_MARGIN = 5  # seconds past preStop + Gunicorn's graceful timeout before SIGKILL
 LIVE, READY = "/health/live", "/health/ready"
 POD_LABELS = labels(PROJECT, NAME)
+# The readiness check's own bound (READY_CHECK_TIMEOUT) and the kubelet's, which must be longer
+# or a slow-but-passing check counts as a failure (service/health.py says what readiness means).
+READY_CHECK_TIMEOUT = 1
+READY_PROBE_TIMEOUT = READY_CHECK_TIMEOUT + 2
+# The migration Job: Kubernetes stops it after MIGRATION_DEADLINE; Pulumi's clock also counts
+# scheduling and the image pull, so it waits longer before calling the update failed.
+MIGRATION_DEADLINE = 600
+MIGRATION_TIMEOUT = f"{MIGRATION_DEADLINE // 60 + 5}m"
+# A size of its own: the pods' tuning (workers, memory per worker) must not rerun migrations.
+MIGRATION_SIZE = Resources("250m", "1", "384Mi")
+# Scraped in-cluster (the Ingress does not route /metrics): the annotations Prometheus's
+# kubernetes-pods job and most agents read.
+SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(PORT),
+    "prometheus.io/path": "/metrics",
+}
 
 
 def termination_grace(app: AppConfig) -> int:
@@ -54,6 +77,7 @@ def settings_env(app: AppConfig, exposure: ExposureConfig) -> dict[str, str]:
         "DB_MAX_OVERFLOW": str(app.db_max_overflow),
         "TRUSTED_PROXIES": ",".join(app.trusted_proxies),
         "LOG_LEVEL": app.log_level,
+        "READY_CHECK_TIMEOUT": str(READY_CHECK_TIMEOUT),
     }
     if exposure.host:
         env["JWT_ISSUER"] = f"{'https' if exposure.tls else 'http'}://{exposure.host}"
@@ -75,7 +99,7 @@ class Runtime:
     size: Resources
     settings: pulumi.Input[str]  # the ConfigMap's name
     secrets: pulumi.Input[str]  # the Secret's name
-    pull_secret: str | None = None
+    pull_secret: pulumi.Input[str] | None = None
 
     def container(
         self, name: str, env: list[dict[str, Any]] | None = None, **fields: Any
@@ -110,16 +134,29 @@ def job(
     *,
     env: list[dict[str, Any]] | None = None,
     annotations: dict[str, str] | None = None,
+    pod_annotations: dict[str, pulumi.Input[str]] | None = None,
     opts: pulumi.ResourceOptions | None = None,
 ) -> k8s.batch.v1.Job:
     """A one-off command of the service (container ``component``) with the server's settings.
 
-    Auto-named: a new image or setting replaces the Job (its template is immutable), and Pulumi
-    waits for it to succeed before anything that depends on it. Its pods carry the project's name
-    label (CLIENT_LABELS), so the stores' NetworkPolicies admit them like the API.
+    Auto-named: a change of its template (the image, the command, ``annotations``) replaces the
+    Job, and Pulumi waits for it to succeed before anything that depends on it. The ConfigMap and
+    Secret have fixed names, so a settings change alone does not rerun it. Its pods carry the
+    project's name label (CLIENT_LABELS), so the stores' NetworkPolicies admit them like the API.
+
+    ``pulumi.com/replaceUnready``: a Job that failed is replaced on the next update instead of
+    being awaited again, so one failed run does not block every later deploy with the same
+    inputs (pulumi-kubernetes, batch/v1 Job docs: "By default, if a resource failed to become
+    ready in a previous update, Pulumi will continue to wait for readiness on the next update";
+    the annotation was added in pulumi/pulumi-kubernetes#1575, reading the live Job since #1578).
+    Pulumi's timeout (customTimeouts) outlasts activeDeadlineSeconds: its clock also runs while
+    the pod is scheduled and the image pulled, and the Job's own deadline should decide.
     """
     job_labels = labels(PROJECT, component)
     main = runtime.container(component, env, command=command)
+    timeouts = pulumi.ResourceOptions(
+        custom_timeouts=pulumi.CustomTimeouts(create=MIGRATION_TIMEOUT, update=MIGRATION_TIMEOUT)
+    )
     return create(
         k8s.batch.v1.Job,
         name,
@@ -127,14 +164,27 @@ def job(
         namespace,
         job_labels,
         named=False,
-        annotations=annotations,
+        annotations={"pulumi.com/replaceUnready": "true", **(annotations or {})},
         spec={
             "backoffLimit": 2,
-            "activeDeadlineSeconds": 600,
-            "template": runtime.pod(job_labels, [main], restartPolicy="Never"),
+            "activeDeadlineSeconds": MIGRATION_DEADLINE,
+            "template": annotate(
+                runtime.pod(job_labels, [main], restartPolicy="Never"), pod_annotations or {}
+            ),
         },
-        opts=opts,
+        opts=pulumi.ResourceOptions.merge(timeouts, opts),
     )
+
+
+def checksum(*values: pulumi.Input[str]) -> pulumi.Output[str]:
+    """A short digest of ``values`` for a pod-template annotation: a change rolls the pods.
+
+    Not secret, though the values may be: a truncated SHA-256 of them reveals nothing usable.
+    """
+    digest = pulumi.Output.all(*values).apply(
+        lambda items: hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+    )
+    return pulumi.Output.unsecret(digest)
 
 
 @dataclass(frozen=True)
@@ -147,7 +197,9 @@ class AppArgs:
     redis_url: pulumi.Input[str]
     # Who may reach the pods (the ingress controller, a LoadBalancer's sources, Locust, monitoring).
     peers: list[dict[str, Any]]
-    pull_secret: str | None = None
+    pull_secret: pulumi.Input[str] | None = None
+    # Where the app pods may connect besides DNS (the in-cluster stores' selectors, CIDRs).
+    egress: list[dict[str, Any]] = field(default_factory=list)
     # The migration Job starts once these are ready (the in-cluster Postgres and Redis).
     wait_for: list[pulumi.Resource] = field(default_factory=list)
 
@@ -157,24 +209,19 @@ class App(pulumi.ComponentResource):
         super().__init__("blueprint:index:App", name, None, opts)
         cfg, ns = args.config, args.namespace
         api = POD_LABELS
-        config_map = create(
-            k8s.core.v1.ConfigMap,
-            f"{NAME}-settings",
-            self,
-            ns,
-            api,
-            named=False,
-            data=settings_env(cfg, args.exposure),
-        )
+        settings = settings_env(cfg, args.exposure)
+        secrets = self._secrets(args)
+        # Fixed names: every ReplicaSet (old ones too, for `kubectl rollout undo`) and the Jobs
+        # name the same two objects; the pod template's checksum rolls the pods on a change.
+        config_map = create(k8s.core.v1.ConfigMap, f"{NAME}-settings", self, ns, api, data=settings)
         secret = create(
             k8s.core.v1.Secret,
             f"{NAME}-secrets",
             self,
             ns,
             api,
-            named=False,
             type="Opaque",
-            string_data=self._secrets(args),
+            string_data=secrets,
         )
         self.runtime = Runtime(
             args.image,
@@ -183,14 +230,22 @@ class App(pulumi.ComponentResource):
             secret.metadata.name,
             args.pull_secret,
         )
-        # The Deployment below rolls only once the migrations succeeded.
+        # One-off commands get a size of their own, so tuning the pods never reruns them.
+        self.job_runtime = replace(self.runtime, size=MIGRATION_SIZE)
+        # Reruns on a new image, a new database or a new first admin; never on tuning. The
+        # Deployment below rolls only once the migrations succeeded.
         self.migration = job(
             self,
             f"{NAME}-migrate",
             ns,
-            self.runtime,
+            self.job_runtime,
             "migrate",
             MIGRATE_COMMAND,
+            pod_annotations={
+                "blueprint/migration-inputs": checksum(
+                    secrets["DATABASE_URL"], settings.get("FIRST_ADMIN_EMAIL", "")
+                )
+            },
             opts=pulumi.ResourceOptions(depends_on=args.wait_for),
         )
 
@@ -199,7 +254,7 @@ class App(pulumi.ComponentResource):
             ports=[{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
             startupProbe=_http_probe(LIVE, period=2, failures=30),
             livenessProbe=_http_probe(LIVE, period=10, failures=3),
-            readinessProbe=_http_probe(READY, period=5, failures=2),
+            readinessProbe=_http_probe(READY, period=5, failures=2, timeout=READY_PROBE_TIMEOUT),
             lifecycle={"preStop": {"sleep": {"seconds": cfg.pre_stop_seconds}}},
         )
         self.deployment = create(
@@ -216,19 +271,36 @@ class App(pulumi.ComponentResource):
                     "type": "RollingUpdate",
                     "rollingUpdate": {"maxUnavailable": 0, "maxSurge": cfg.max_surge},
                 },
-                "template": self.runtime.pod(
-                    api,
-                    [server],
-                    terminationGracePeriodSeconds=termination_grace(cfg),
-                    topologySpreadConstraints=[
-                        _spread(api, "topology.kubernetes.io/zone"),
-                        _spread(api, "kubernetes.io/hostname"),
-                    ],
+                "template": annotate(
+                    self.runtime.pod(
+                        api,
+                        [server],
+                        terminationGracePeriodSeconds=termination_grace(cfg),
+                        topologySpreadConstraints=[
+                            _spread(api, "topology.kubernetes.io/zone"),
+                            _spread(api, "kubernetes.io/hostname"),
+                        ],
+                    ),
+                    {
+                        **SCRAPE_ANNOTATIONS,
+                        "blueprint/settings": checksum(json.dumps(settings, sort_keys=True)),
+                        "blueprint/secrets": checksum(*secrets.values()),
+                    },
                 ),
             },
             opts=pulumi.ResourceOptions(depends_on=[self.migration]),
         )
-        self.service = service(self, ns, api, {"http": SERVICE_PORT}, name=NAME)
+        # After the Deployment: Pulumi's Service await waits for ready endpoints, which exist
+        # only once the pods roll (after the migration Job), so created alongside the namespace it
+        # would spend its own timeout waiting on theirs.
+        self.service = service(
+            self,
+            ns,
+            api,
+            {"http": SERVICE_PORT},
+            name=NAME,
+            opts=pulumi.ResourceOptions(depends_on=[self.deployment]),
+        )
         self._autoscaler(ns, api, cfg)
         create(
             k8s.policy.v1.PodDisruptionBudget,
@@ -239,8 +311,17 @@ class App(pulumi.ComponentResource):
             spec={"maxUnavailable": 1, "selector": {"matchLabels": selector(api)}},
         )
         allow_ingress(self, ns, api, PORT, args.peers, name=f"{NAME}-ingress")
-        self.service_name = NAME
-        self.register_outputs({"service": NAME})
+        # The API and its Jobs: DNS, the stores, the configured CIDRs minus cloud metadata.
+        outside = [ip_peer(cidr, CLOUD_METADATA) for cidr in cfg.egress_cidrs]
+        allow_egress(
+            self,
+            ns,
+            CLIENT_LABELS,
+            [*args.egress, {"to": outside}],
+            name=f"{NAME}-egress",
+        )
+        self.service_name: pulumi.Output[str] = self.service.metadata.name  # type: ignore[attr-defined]
+        self.register_outputs({"service": self.service_name})
 
     def _secrets(self, args: AppArgs) -> dict[str, pulumi.Input[str]]:
         cfg = args.config
@@ -285,13 +366,20 @@ class App(pulumi.ComponentResource):
         )
 
 
-def _http_probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
+def _http_probe(path: str, *, period: int, failures: int, timeout: int = 2) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "http"},
         "periodSeconds": period,
-        "timeoutSeconds": 2,
+        "timeoutSeconds": timeout,
         "failureThreshold": failures,
     }
+
+
+def annotate(template: dict[str, Any], annotations: dict[str, Any]) -> dict[str, Any]:
+    """A pod template with ``annotations`` on its metadata."""
+    if not annotations:
+        return template
+    return {**template, "metadata": {**template["metadata"], "annotations": annotations}}
 
 
 def _spread(pod_labels: dict[str, str], topology_key: str) -> dict[str, Any]:

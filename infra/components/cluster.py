@@ -27,7 +27,8 @@ class Cluster(pulumi.ComponentResource):
         super().__init__("blueprint:index:Cluster", name, None, opts)
         self.provider = k8s.Provider(
             "k8s",
-            kubeconfig=args.kubeconfig,
+            # A kubeconfig given as content holds credentials: kept encrypted in the state.
+            kubeconfig=pulumi.Output.secret(args.kubeconfig) if args.kubeconfig else None,
             context=args.context,
             enable_server_side_apply=True,
             opts=pulumi.ResourceOptions(parent=self),

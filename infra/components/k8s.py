@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import ipaddress
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -147,6 +150,9 @@ def pod(
                 "runAsUser": UID,
                 "runAsGroup": UID,
                 "fsGroup": UID,
+                # Re-own a volume's files only when its root is not ours yet: a large volume
+                # is not walked on every start.
+                "fsGroupChangePolicy": "OnRootMismatch",
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
             "containers": containers,
@@ -180,6 +186,8 @@ def service(
     *,
     name: str | None = None,
     headless: bool = False,
+    annotations: dict[str, str] | None = None,
+    opts: pulumi.ResourceOptions | None = None,
     **spec: Any,
 ) -> pulumi.CustomResource:
     """A Service for the selected pods; ``ports`` maps each container port's name to its port."""
@@ -189,6 +197,8 @@ def service(
         parent,
         namespace,
         pod_labels,
+        annotations=annotations,
+        opts=opts,
         spec={
             "selector": selector(pod_labels),
             "ports": [
@@ -209,8 +219,10 @@ def allow_ingress(
     peers: list[dict[str, Any]],
     *,
     name: str | None = None,
+    match: dict[str, str] | None = None,
 ) -> pulumi.CustomResource:
-    """A NetworkPolicy: only ``peers`` may reach ``port`` of the selected pods."""
+    """A NetworkPolicy: only ``peers`` may reach ``port`` of the selected pods (``pod_labels``'
+    selector, or ``match`` for pods someone else labels)."""
     policy_name = name or f"{pod_labels['app.kubernetes.io/name']}-ingress"
     return create(
         k8s.networking.v1.NetworkPolicy,
@@ -219,7 +231,7 @@ def allow_ingress(
         namespace,
         pod_labels,
         spec={
-            "podSelector": {"matchLabels": selector(pod_labels)},
+            "podSelector": {"matchLabels": match or selector(pod_labels)},
             "policyTypes": ["Ingress"],
             "ingress": [{"from": peers, "ports": [{"port": port, "protocol": "TCP"}]}],
         },
@@ -232,3 +244,78 @@ def pods_peer(match_labels: dict[str, str]) -> dict[str, Any]:
 
 def namespace_peer(namespace: str) -> dict[str, Any]:
     return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+
+
+def ip_peer(cidr: str, excluded: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An ipBlock peer; ``excluded`` networks inside ``cidr`` are cut out of it."""
+    network = ipaddress.ip_network(cidr, strict=False)
+    cut = [
+        e
+        for e in excluded
+        if (inner := ipaddress.ip_network(e)).version == network.version
+        and inner.subnet_of(network)  # type: ignore[arg-type]
+    ]
+    return {"ipBlock": {"cidr": cidr, **({"except": cut} if cut else {})}}
+
+
+# Instance metadata endpoints (AWS, GCP, Azure, OpenStack: 169.254.169.254; AWS's IPv6 one):
+# a pod that reaches them can read the node's cloud credentials.
+CLOUD_METADATA = ("169.254.169.254/32", "fd00:ec2::254/128")
+DNS_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
+
+
+def allow_egress(
+    parent: pulumi.Resource,
+    namespace: pulumi.Input[str],
+    pod_labels: dict[str, str],
+    rules: list[dict[str, Any]],
+    *,
+    name: str,
+) -> pulumi.CustomResource:
+    """A NetworkPolicy: the selected pods may open connections to DNS and ``rules`` only."""
+    dns = {
+        "to": [DNS_PEER],
+        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+    }
+    return create(
+        k8s.networking.v1.NetworkPolicy,
+        name,
+        parent,
+        namespace,
+        pod_labels,
+        spec={
+            "podSelector": {"matchLabels": pod_labels},
+            "policyTypes": ["Egress"],
+            "egress": [dns, *rules],
+        },
+    )
+
+
+def registry_secret(
+    parent: pulumi.Resource,
+    namespace: pulumi.Input[str],
+    name: str,
+    server: str,
+    username: str,
+    token: pulumi.Input[str],
+    opts: pulumi.ResourceOptions | None = None,
+) -> k8s.core.v1.Secret:
+    """A docker-registry Secret (``kubernetes.io/dockerconfigjson``) the pods pull with."""
+
+    def dockerconfig(secret: str) -> str:
+        auth = base64.b64encode(f"{username}:{secret}".encode()).decode()
+        return json.dumps({"auths": {server: {"username": username, "auth": auth}}})
+
+    return create(
+        k8s.core.v1.Secret,
+        name,
+        parent,
+        namespace,
+        labels(PROJECT, "image-pull"),
+        opts=opts,
+        type="kubernetes.io/dockerconfigjson",
+        string_data={".dockerconfigjson": pulumi.Output.secret(token).apply(dockerconfig)},
+    )

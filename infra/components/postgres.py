@@ -17,6 +17,8 @@ from infra.config import PostgresConfig
 
 DATABASE = USER = "blueprint"
 DATA = "/var/lib/postgresql/data"
+SHM_SIZE = "256Mi"
+SHM = "/dev/shm"  # noqa: S108 - a memory-backed emptyDir of this pod's, not the host's
 
 
 class Postgres(Store[PostgresConfig]):
@@ -35,6 +37,9 @@ class Postgres(Store[PostgresConfig]):
             [
                 {"name": "data", "mountPath": DATA},
                 {"name": "run", "mountPath": "/var/run/postgresql"},
+                # Parallel queries share memory through /dev/shm, 64 MiB on a container runtime's
+                # default: an emptyDir in memory (counted against the memory limit) lifts that.
+                {"name": "shm", "mountPath": SHM},
                 {"name": "credentials", "mountPath": "/etc/postgres", "readOnly": True},
             ],
             args=["-c", f"max_connections={cfg.max_connections}"],
@@ -49,6 +54,7 @@ class Postgres(Store[PostgresConfig]):
         )
         volumes = [
             {"name": "run", "emptyDir": {}},
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
             secret_volume("credentials", credentials.metadata.name),
         ]
         claim = {
@@ -57,14 +63,20 @@ class Postgres(Store[PostgresConfig]):
             **({"storageClassName": cfg.storage_class} if cfg.storage_class else {}),
         }
         headless = service(self, namespace, self.labels, {self.NAME: self.PORT}, headless=True)
-        self.workload(
+        # volumeClaimTemplates are immutable: a new size or class would replace the StatefulSet
+        # (Postgres down) and the new one re-binds the old claim at the old size. `protect`
+        # makes the engine refuse that replacement (and a delete) instead of reporting success;
+        # docs/deployment.md, "Resizing Postgres", expands the volume in place instead.
+        self.statefulset = self.workload(
             k8s.apps.v1.StatefulSet,
             namespace,
             db,
             volumes,
-            opts=pulumi.ResourceOptions(depends_on=[headless]),
+            opts=pulumi.ResourceOptions(depends_on=[headless], protect=cfg.protect),
             serviceName=self.NAME,
             volumeClaimTemplates=[{"metadata": {"name": "data"}, "spec": claim}],
+            # The data outlives the StatefulSet (Kubernetes' default, stated).
+            persistentVolumeClaimRetentionPolicy={"whenDeleted": "Retain", "whenScaled": "Retain"},
         )
         return pulumi.Output.concat(
             f"postgresql://{USER}:", secret_pw, "@", self.address(namespace), f"/{DATABASE}"

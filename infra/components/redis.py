@@ -9,6 +9,8 @@ from infra.components.k8s import container, secret_volume, service, tcp_probes
 from infra.components.store import Store
 from infra.config import RedisConfig
 
+EVICTION_POLICY = "volatile-ttl"
+
 
 class Redis(Store[RedisConfig]):
     """``url`` (secret) is the REDIS_URL the service gets: redis://:pass@host:6379/0."""
@@ -19,9 +21,14 @@ class Redis(Store[RedisConfig]):
         self, namespace: pulumi.Input[str], cfg: RedisConfig, secret_pw: pulumi.Output[str]
     ) -> pulumi.Output[str]:
         # The password reaches Redis in a config file from a Secret, never as env var or argument.
-        conf = pulumi.Output.concat(
-            "requirepass ", secret_pw, '\nsave ""\nappendonly no\ndir /data\n'
+        # Every key is a rate-limit counter with a TTL: at maxmemory, evict the keys nearest
+        # expiry (counters about to reset anyway) rather than refuse writes, which the limiter
+        # would turn into errors (docs/deployment.md, "Redis memory").
+        settings = (
+            f'save ""\nappendonly no\ndir /data\nmaxmemory {cfg.maxmemory_mi}mb\n'
+            f"maxmemory-policy {EVICTION_POLICY}\n"
         )
+        conf = pulumi.Output.concat("requirepass ", secret_pw, "\n", settings)
         config = self.secret(namespace, "config", {"redis.conf": conf})
         server = container(
             self.NAME,

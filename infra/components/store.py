@@ -44,6 +44,7 @@ class Store(pulumi.ComponentResource, Generic[C]):
     def __init__(self, name: str, args: StoreArgs[C], opts: pulumi.ResourceOptions | None = None):
         super().__init__(self.TYPE, name, None, opts)
         cfg = args.config
+        self.in_cluster = cfg.mode == "in-cluster"
         if cfg.mode == "external":
             url: pulumi.Input[str] = cfg.url or ""
         else:

@@ -22,7 +22,7 @@ class Echo(pulumi.runtime.Mocks):
         return {}, None
 
 assert sys.argv[2] not in sys.path, "the repo root must not be on sys.path, as under Pulumi"
-pulumi.runtime.set_mocks(Echo(), project="blueprint", stack="dev", preview=False)
+pulumi.runtime.set_mocks(Echo(), project="blueprint", stack="local", preview=False)
 pulumi.runtime.set_all_config(json.loads(sys.argv[1]))
 pulumi.runtime.test(lambda: runpy.run_path(".", run_name="__main__"))()
 print(json.dumps(Echo.types))
@@ -30,7 +30,7 @@ print(json.dumps(Echo.types))
 
 
 def test_pulumi_can_run_the_program_from_infra() -> None:
-    config = json.dumps(harness.stack_config("dev"))
+    config = json.dumps(harness.stack_config("local"))
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, config, str(harness.REPO_ROOT)],
         cwd=harness.REPO_ROOT / "infra",

@@ -22,8 +22,9 @@ def test_one_file_per_object_in_apply_order(tmp_path: Path) -> None:
     text = "".join(f.read_text() for f in files)
     assert harness.PLACEHOLDER_SECRETS["databaseUrl"] not in text
     assert "generated-" not in text
-    assert files[-1].name == "15-ingress-api.yaml"
-    deployment = yaml.safe_load((tmp_path / "11-deployment-api.yaml").read_text())
+    assert files[-1].name == f"{len(expected):02d}-ingress-api.yaml"
+    (deployment_file,) = tmp_path.glob("*-deployment-api.yaml")
+    deployment = yaml.safe_load(deployment_file.read_text())
     assert deployment["kind"] == "Deployment"
     port = deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
     assert port == 8000

@@ -112,7 +112,8 @@ async def test_the_older_image_accepts_a_database_one_release_ahead(
     assert migrate_with(newer_scripts, database).returncode == 0
     # Rollback: the older image's Job (the shipped scripts, which lack 9002) runs next.
     out = migrate(database)
-    assert "descendant" in out and "nothing to migrate" in out
+    assert "descendant" in out
+    assert "nothing to migrate" in out
     assert await version(database) == ["9002"]  # left as the newer release made it
     conn = await asyncpg.connect(database)
     try:
@@ -130,4 +131,5 @@ async def test_an_unknown_revision_without_lineage_is_refused(database: str) -> 
         await conn.close()
     result = migrate_with(SHIPPED, database)
     assert result.returncode != 0
-    assert "ffff" in result.stderr and "refusing to guess" in result.stderr
+    assert "ffff" in result.stderr
+    assert "refusing to guess" in result.stderr
