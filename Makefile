@@ -9,7 +9,7 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 STACK       ?= dev
 STACKS      := $(patsubst Pulumi.%.yaml,%,$(wildcard Pulumi.*.yaml))
-K8S_VERSIONS ?= 1.30.0 1.31.0 1.32.0
+K8S_VERSIONS ?= 1.32.0 1.33.0 1.34.0 1.35.0
 CHECKOV_VERSION := 3.2.497
 
 # uv never downloads an interpreter: it uses the Python 3.11+ found on the machine.
