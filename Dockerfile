@@ -2,7 +2,9 @@
 # Two stages: dependencies are installed from uv.lock with build tools available; the final
 # image gets only the virtual environment and the service code, and runs as a non-root user.
 # Same base in both stages: the virtual environment's interpreter path must exist in the final one.
-FROM python:3.11-slim-bookworm AS build
+# Pinned by digest (the multi-arch index: amd64 and arm64), both stages alike; Dependabot
+# (docker ecosystem) proposes the next one.
+FROM python:3.11-slim-bookworm@sha256:b18992999dbe963a45a8a4da40ac2b1975be1a776d939d098c647482bcad5cba AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     UV_COMPILE_BYTECODE=1 \
@@ -17,7 +19,7 @@ RUN uv sync --frozen --no-default-groups --no-install-project
 COPY service ./service
 RUN python -m compileall -q service
 
-FROM python:3.11-slim-bookworm AS runtime
+FROM python:3.11-slim-bookworm@sha256:b18992999dbe963a45a8a4da40ac2b1975be1a776d939d098c647482bcad5cba AS runtime
 LABEL org.opencontainers.image.title="blueprint" \
       org.opencontainers.image.description="FastAPI service of the FastAPI + Pulumi + Locust blueprint"
 RUN groupadd --system --gid 10001 app \

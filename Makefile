@@ -17,7 +17,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run serve migrate test lint fmt render render-all validate-manifests size benchmark clean
+.PHONY: help venv run serve migrate test lint fmt render render-all validate-manifests size benchmark e2e clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ size: venv ## Sweep Gunicorn worker counts under Locust and recommend one (ARGS=
 
 benchmark: venv ## wrk benchmarks of the full stack against the floor app (see docs/benchmarks.md)
 	$(PY) -m benchmarks.run $(ARGS)
+
+e2e: venv ## End to end on a throwaway kind cluster (needs docker, kind, kubectl, pulumi; E2E_KEEP=1 keeps it)
+	$(PY) -m e2e.run
 
 clean: ## Remove build output and caches (keeps the virtual environment)
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

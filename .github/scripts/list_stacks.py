@@ -1,4 +1,4 @@
-"""Print the Pulumi stacks of this repository as a JSON list, one per ``Pulumi.<stack>.yaml``.
+"""Print the Pulumi stacks CI previews as a JSON list, one per ``Pulumi.<stack>.yaml``.
 
 The Preview workflow turns this list into its job matrix, so adding a stack file is all it
 takes to get that stack previewed; ``tests/ci/test_workflows.py`` checks that the list matches
@@ -18,14 +18,18 @@ import sys
 from pathlib import Path
 
 STACK_FILE = re.compile(r"^Pulumi\.(?P<stack>[A-Za-z0-9_.-]+)\.yaml$")
+# Stacks CI never deploys, so no preview environment holds credentials for them: `local` is a
+# developer's laptop cluster, `e2e` a throwaway kind cluster the E2E workflow creates.
+NOT_PREVIEWED = frozenset({"local", "e2e"})
 
 
 def list_stacks(root: Path) -> list[str]:
-    """The stack names whose ``Pulumi.<stack>.yaml`` is a file directly in ``root``, sorted."""
+    """The stack names whose ``Pulumi.<stack>.yaml`` is a file directly in ``root``, sorted,
+    except NOT_PREVIEWED."""
     stacks = []
     for path in root.glob("Pulumi.*.yaml"):
         match = STACK_FILE.match(path.name)
-        if match and path.is_file():
+        if match and path.is_file() and match["stack"] not in NOT_PREVIEWED:
             stacks.append(match["stack"])
     return sorted(stacks)
 
