@@ -53,7 +53,13 @@ def stack_config(stack: str) -> dict[str, str]:
     """The stack file's `blueprint:` keys as the strings Pulumi hands a program."""
     path = REPO_ROOT / f"Pulumi.{stack}.yaml"
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return {k: _as_config(v) for k, v in (data.get("config") or {}).items()}
+    # `secure:` values are ciphertext only the stack's secrets provider can read: left out, so
+    # a required one is replaced by its placeholder like a secret given in CI.
+    return {
+        k: _as_config(v)
+        for k, v in (data.get("config") or {}).items()
+        if not (isinstance(v, dict) and set(v) == {"secure"})
+    }
 
 
 def unwrap(value: Any, secret: Any = None) -> Any:

@@ -28,9 +28,13 @@ PULUMI_ACTION = ACTIONS / "pulumi" / "action.yml"
 
 DEPLOY_STACKS = ("dev", "staging", "prod")
 # The only write scopes any job may hold: (workflow file, job) -> {scope: "write"}.
+# id-token: GitHub's OIDC token, for the Pulumi Cloud login without a stored token.
 WRITE_SCOPES = {
-    ("preview.yml", "preview"): {"pull-requests"},
+    ("preview.yml", "preview"): {"pull-requests", "id-token"},
     ("deploy.yml", "build"): {"packages"},
+    ("deploy.yml", "deploy-dev"): {"id-token"},
+    ("deploy.yml", "deploy-staging"): {"id-token"},
+    ("deploy.yml", "deploy-prod"): {"id-token"},
 }
 # Inputs of pulumi/actions v7.0.0 (action.yml at 8e5e406f), the ones this repository may use.
 PULUMI_ACTION_INPUTS = {
@@ -157,7 +161,9 @@ def test_preview_matrix_is_the_stack_listing() -> None:
 
 def test_listing_covers_every_stack_file_in_the_repository(tmp_path: Path) -> None:
     listed = run_listing(ROOT, tmp_path)
-    on_disk = stack_files(ROOT)
+    # Not previewed: the stacks CI never deploys (a laptop's, the E2E run's own kind cluster).
+    on_disk = stack_files(ROOT) - {"local", "e2e"}
+    assert {"local", "e2e"} <= stack_files(ROOT)
     assert not on_disk - set(listed), (
         f"stack files the preview matrix misses: {on_disk - set(listed)}"
     )
@@ -171,6 +177,7 @@ def test_listing_takes_stack_files_and_nothing_else(tmp_path: Path) -> None:
     for name in ("Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.staging.yaml", "Pulumi.prod.yaml"):
         (repo / name).write_text("config: {}\n", encoding="utf-8")
     (repo / "Pulumi.qa-eu.yaml").write_text("config: {}\n", encoding="utf-8")
+    (repo / "Pulumi.local.yaml").write_text("config: {}\n", encoding="utf-8")  # a laptop's
     (repo / "Pulumi.old.yml").write_text("config: {}\n", encoding="utf-8")  # not .yaml
     (repo / "Pulumi.dev.yaml.bak").write_text("", encoding="utf-8")
     (repo / "infra" / "Pulumi.nested.yaml").write_text("", encoding="utf-8")  # not in the root
@@ -369,7 +376,7 @@ def test_the_pulumi_action_gets_only_known_inputs_and_enforces_the_policy_pack()
     assert given["work-dir"] == "./"
     assert given["config-map"] == "${{ steps.config.outputs.config-map }}"
     config = next(s for s in steps if s.get("id") == "config")
-    assert '"blueprint:image"' in config["run"]
+    assert "python3 .github/scripts/stack_config.py" in config["run"]
 
 
 def test_policy_pack_directory_exists() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 import yaml
@@ -38,8 +39,21 @@ def test_stack_files_use_known_keys_and_hold_no_secret(stack: str) -> None:
     namespaces = {k.split(":", 1)[0] for k in config}
     assert namespaces == {"blueprint"}
     assert {k.split(":", 1)[1] for k in config} <= set(KEYS)
-    for name in SECRET_KEYS:  # secrets only ever as `secure:` ciphertext, and none is committed
-        assert f"blueprint:{name}" not in config
+    for name in SECRET_KEYS:  # secrets only ever as `secure:` ciphertext (never plain text)
+        value = config.get(f"blueprint:{name}")
+        assert value is None or (isinstance(value, dict) and set(value) == {"secure"}), name
+
+
+def test_committed_ciphertext_is_never_read_as_a_plain_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = harness.REPO_ROOT / "Pulumi.staging.yaml"
+    data = yaml.safe_load(stack.read_text())
+    data["config"]["blueprint:jwtSecret"] = {"secure": "v1:abc:def"}
+    copy = tmp_path / "Pulumi.staging.yaml"
+    copy.write_text(yaml.safe_dump(data))
+    monkeypatch.setattr(harness, "REPO_ROOT", tmp_path)
+    assert "blueprint:jwtSecret" not in harness.stack_config("staging")
 
 
 def test_project_file_runs_infra_with_the_project_venv() -> None:
