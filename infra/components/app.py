@@ -345,7 +345,11 @@ class App(pulumi.ComponentResource):
             ns,
             api,
             spec={
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
+                "scaleTargetRef": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": self.deployment.metadata.name,  # type: ignore[attr-defined]
+                },
                 "minReplicas": cfg.min_replicas,
                 "maxReplicas": cfg.max_replicas,
                 "metrics": [

@@ -312,3 +312,18 @@ def test_a_kubeconfig_given_as_content_is_a_secret() -> None:
     assert isinstance(wire, dict)
     assert harness.SECRET_SIG in wire  # encrypted in the state, masked in every diff
     assert wire["value"] == content
+
+
+def test_one_run_can_adopt_existing_objects_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The guide's adoption step: the SDK reads PULUMI_K8S_UPSERT_EXISTING_OBJECTS when the
+    # program builds its provider; without it, creates of existing objects fail (the default).
+    def provider_inputs() -> dict[str, Any]:
+        (provider,) = [r for r in harness.run("local") if r.type == "pulumi:providers:kubernetes"]
+        return provider.inputs
+
+    monkeypatch.delenv("PULUMI_K8S_UPSERT_EXISTING_OBJECTS", raising=False)
+    assert provider_inputs().get("upsertExistingObjects") in (None, "false")
+    monkeypatch.setenv("PULUMI_K8S_UPSERT_EXISTING_OBJECTS", "true")
+    assert provider_inputs()["upsertExistingObjects"] == "true"
