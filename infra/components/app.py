@@ -348,7 +348,7 @@ class App(pulumi.ComponentResource):
                 "scaleTargetRef": {
                     "apiVersion": "apps/v1",
                     "kind": "Deployment",
-                    "name": self.deployment.metadata.name,  # type: ignore[attr-defined]
+                    "name": self.deployment.metadata.name,
                 },
                 "minReplicas": cfg.min_replicas,
                 "maxReplicas": cfg.max_replicas,
