@@ -327,3 +327,10 @@ def test_one_run_can_adopt_existing_objects_from_the_environment(
     assert provider_inputs().get("upsertExistingObjects") in (None, "false")
     monkeypatch.setenv("PULUMI_K8S_UPSERT_EXISTING_OBJECTS", "true")
     assert provider_inputs()["upsertExistingObjects"] == "true"
+
+
+def test_every_stack_states_its_await_behaviour() -> None:
+    for stack in ("local", "dev", "e2e", "staging", "prod"):
+        config = harness.stack_config(stack)
+        assert "blueprint:awaitExposure" in config, stack
+        assert "blueprint:awaitTimeoutMinutes" in config, stack
