@@ -218,11 +218,8 @@ def push_image(round_: int) -> str:
     return sh("docker", "inspect", "--format", "{{index .RepoDigests 0}}", tag).strip()
 
 
-def pulumi(env: dict[str, str], *args: str, config: Path | None = None) -> str:
-    """A Pulumi command on the e2e stack; ``config``: a copy of Pulumi.e2e.yaml to read and
-    write instead of the committed file (the run leaves the checkout as it found it)."""
-    extra = ["--config-file", str(config)] if config else []
-    return sh("pulumi", *args, "--stack", STACK, "--non-interactive", *extra, env=env)
+def pulumi(env: dict[str, str], *args: str) -> str:
+    return sh("pulumi", *args, "--stack", STACK, "--non-interactive", env=env)
 
 
 def admin_password(context: str) -> str:
@@ -257,38 +254,40 @@ def main() -> int:
         "PULUMI_SKIP_UPDATE_CHECK": "true",
     }
     keep = os.environ.get("E2E_KEEP") == "1"
-    config = workdir / f"Pulumi.{STACK}.yaml"
-    shutil.copy(ROOT / f"Pulumi.{STACK}.yaml", config)
+    # `stack init` and `config set` write to the stack file; the run puts it back as it was.
+    stack_file = ROOT / f"Pulumi.{STACK}.yaml"
+    committed = stack_file.read_text()
     up = False
     try:
         create_cluster(workdir)
         pulumi(env, "stack", "init", "--secrets-provider", "passphrase")
-        pulumi(env, "config", "set", "blueprint:kubeContext", context, config=config)
-        pulumi(env, "config", "set", "blueprint:image", push_image(1), config=config)
-        pulumi(env, "up", "--yes", "--skip-preview", config=config)
+        pulumi(env, "config", "set", "blueprint:kubeContext", context)
+        pulumi(env, "config", "set", "blueprint:image", push_image(1))
+        pulumi(env, "up", "--yes", "--skip-preview")
         up = True
         client = lambda: httpx.Client(base_url=BASE_URL, timeout=10)  # noqa: E731
         with client() as http:
             token = smoke(http, admin_password(context))
         print("smoke: ok")
-        pulumi(env, "up", "--yes", "--expect-no-changes", config=config)
+        pulumi(env, "up", "--yes", "--expect-no-changes")
         print("idempotent: ok")
         image = push_image(2)
-        pulumi(env, "config", "set", "blueprint:image", image, config=config)
+        pulumi(env, "config", "set", "blueprint:image", image)
         with Load(client, token) as load:
-            pulumi(env, "up", "--yes", "--skip-preview", config=config)
+            pulumi(env, "up", "--yes", "--skip-preview")
         print(verdict(load))
         assert migration_images(context) == {image}, "the migration Job did not rerun"
         print("rollout: ok")
         return 0
     finally:
         if up and not keep:
-            pulumi(env, "destroy", "--yes", "--skip-preview", config=config)
+            pulumi(env, "destroy", "--yes", "--skip-preview")
             pulumi(env, "stack", "rm", "--yes")
         if not keep:
             subprocess.run(["kind", "delete", "cluster", "--name", CLUSTER], check=False)
             subprocess.run(["docker", "rm", "-f", REGISTRY_NAME], check=False)
         shutil.rmtree(workdir, ignore_errors=True)
+        stack_file.write_text(committed)
 
 
 if __name__ == "__main__":
