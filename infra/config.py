@@ -43,9 +43,9 @@ class ImageConfig:
     username: str | None
     password: pulumi.Input[str] | None
     pull_secret: str | None  # the docker-registry Secret the program creates for the pods
-    pull_server: str | None  # the registry that Secret logs in to (the image's registry host)
-    pull_username: str | None
-    pull_password: pulumi.Input[str] | None  # read-only credentials: the pods only pull
+    pull_server: str | None = None  # the registry that Secret logs in to (the image's host)
+    pull_username: str | None = None
+    pull_password: pulumi.Input[str] | None = None  # read-only credentials: the pods only pull
 
 
 @dataclass(frozen=True)
