@@ -116,7 +116,7 @@ def _prose(text: str) -> str:
 
 
 def _status(entry: ErrorCode) -> str:
-    return str(entry.status) if entry.status else "the framework's"
+    return str(entry.status) if entry.status else "varies"
 
 
 async def problem_index(request: Request) -> Response:
