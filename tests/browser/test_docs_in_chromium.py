@@ -21,7 +21,9 @@ from tests.support.api import seed_loadtest
 from tests.support.databases import ROOT, create_database, drop_database
 from tests.support.processes import Server, start_server
 
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; never a Playwright-downloaded build
+# Debian's package (.ci/run installs it); never a Playwright-downloaded build. CHROMIUM_PATH
+# names another installed Chromium-family browser (the GitHub runner's Chrome).
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SCREENSHOTS = ROOT / "build" / "browser"
 PASSWORD = "browser-test-password"
@@ -33,7 +35,7 @@ TIMEOUT_MS = 30_000  # two busy cores parse a 1.5 MB bundle slowly
 @pytest.fixture(scope="module")
 def chromium() -> Path:
     if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)"
+        message = f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does so)"
         if os.environ.get("CI"):
             pytest.fail(message)  # CI installs it: a skip there would hide the test
         pytest.skip(message)
