@@ -410,13 +410,22 @@ class Problem(BaseModel):
     """RFC 9457 problem details, plus `code` (stable, for machines) and `errors` (for 422)."""
 
     type: str = Field(
-        description="A URI reference to this code's documentation page: /problems/{code}"
+        description="A URI reference to this code's documentation page: /problems/{code}",
+        examples=["/problems/auth.invalid_token"],
     )
-    title: str = Field(description="A short summary of the code, the same for every occurrence")
-    status: int
-    detail: str | None = None
-    instance: str | None = Field(default=None, description="The request path")
-    code: str = Field(description="Stable machine-readable code, e.g. user.email_taken")
+    title: str = Field(
+        description="A short summary of the code, the same for every occurrence",
+        examples=["Invalid token"],
+    )
+    status: int = Field(examples=[401])
+    detail: str | None = Field(default=None, examples=["The token has expired."])
+    instance: str | None = Field(
+        default=None, description="The request path", examples=["/api/v1/users/me"]
+    )
+    code: str = Field(
+        description="Stable machine-readable code, e.g. user.email_taken",
+        examples=["auth.invalid_token"],
+    )
     request_id: str | None = None
     errors: list[FieldError] | None = None
 
