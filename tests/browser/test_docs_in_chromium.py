@@ -178,5 +178,7 @@ async def test_the_front_page_leads_to_an_error_page(visit: Visit, server: Serve
     # The page's one <style> passes its CSP (by hash): the example block is styled.
     background = await page.locator("pre").evaluate("e => getComputedStyle(e).backgroundColor")
     assert background == "rgb(244, 244, 244)"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=SCREENSHOTS / "problem-auth.invalid_token.png", full_page=True)
     assert visit.outside == []
     assert visit.console_errors == []

@@ -297,8 +297,9 @@ async def test_every_problem_type_resolves_to_its_page(client: httpx.AsyncClient
 
 
 async def test_a_real_error_links_to_its_page(client: httpx.AsyncClient) -> None:
-    body = assert_problem(await client.get("/api/v1/users/me"), 401, "auth.missing_credentials")
-    page = await client.get(body["type"])
+    response = await client.get("/api/v1/users/me")
+    body = assert_problem(response, 401, "auth.missing_credentials")
+    page = await client.get(response.url.join(body["type"]))  # RFC 9457: relative to the request
     assert page.status_code == 200
     assert CATALOGUE["auth.missing_credentials"].title in page.text
 
