@@ -8,6 +8,12 @@ without an entry cannot ship: raising an `AppError`, registering a constraint or
 problem with an unknown code fails at once (`UncataloguedCode`), and
 tests/service/test_errors.py finds every `code="..."` in service/ and requires its entry.
 
+A new code: add its `ErrorCode(...)` to `_CATALOGUE_ENTRIES` (status, title, meaning, action,
+example detail and path), then raise it with the `AppError` subclass of that status
+(`Conflict("...", code="x.y")`), `problem("x.y", detail)` in pure-ASGI code, or
+`register_constraint(name, "x.y", detail)` for a unique constraint (409). Its page and its place
+in the OpenAPI enum follow.
+
 Domain code raises an `AppError` subclass; kit/error_handlers.py maps framework and driver
 exceptions onto the same shape.
 """
