@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from service import health, openapi
+from service import docs, health, openapi
 from service.api_keys.routes import router as api_keys_router
 from service.auth.jwks import OidcVerifier
 from service.auth.passwords import PasswordHasher
@@ -48,7 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Blueprint API",
         version="0.1.0",
         lifespan=lifespan,
-        swagger_ui_parameters={"persistAuthorization": True},
+        # service/docs serves them (offline, when DOCS_ENABLED), not FastAPI's CDN-loading pages.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = create_engine(settings)
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (health.router, auth_router, users_router, items_router, api_keys_router)
     for router in routers:
         app.include_router(router)
+    docs.install(app, settings)
     if settings.metrics_enabled:
         app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     # Every endpoint, flat (FastAPI nests included routers), for the Allow header of a 405.

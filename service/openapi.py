@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service.kit.problems import PROBLEM_MEDIA_TYPE, Problem
+from service.kit.problems import CATALOGUE, PROBLEM_MEDIA_TYPE, Problem
 from service.settings import Settings
 
 # Request models whose `password` is a new password, checked against the length settings.
@@ -34,7 +34,7 @@ def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
         schemas.pop(name, None)
     schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas.update(schema.pop("$defs", {}))
-    schemas["Problem"] = schema
+    schemas["Problem"] = describe_catalogue(schema)
     content = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for operation in _operations(openapi):
         responses = operation.setdefault("responses", {})
@@ -44,6 +44,18 @@ def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
             if status[0] in "45":
                 response["content"] = content
     return openapi
+
+
+def describe_catalogue(schema: dict[str, Any]) -> dict[str, Any]:
+    """The Problem schema names every catalogued code: `code` is an enum, and
+    `x-problem-codes` gives each code's status, title and documentation page."""
+    schema["properties"]["code"]["enum"] = sorted(CATALOGUE)
+    schema["x-problem-codes"] = {
+        code: {"status": entry.status, "title": entry.title, "type": entry.type}
+        for code, entry in sorted(CATALOGUE.items())
+    }
+    schema["description"] += " Each code is documented at its `type`, /problems/{code}."
+    return schema
 
 
 def runtime_bounds(openapi: dict[str, Any], settings: Settings) -> dict[str, Any]:

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     page_size_max: int = Field(default=100, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = []
     metrics_enabled: bool = True
+    # Swagger UI at /docs and ReDoc at /redoc (assets served by the service, no CDN). Per
+    # deployment: a public production API may keep its interactive docs off.
+    docs_enabled: bool = True
 
     # --- serving (Gunicorn reads these through service/gunicorn_conf.py) -------------------
     host: str = "127.0.0.1"

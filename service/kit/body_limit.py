@@ -11,8 +11,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.kit.problems import problem
 
-CODE, TITLE = "request.too_large", "Content Too Large"
-
 
 class BodySizeLimit:
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -51,7 +49,7 @@ class BodySizeLimit:
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         detail = f"The request body exceeds {self.max_bytes} bytes."
-        await problem(413, CODE, TITLE, detail, instance=scope["path"])(scope, receive, send)
+        await problem("request.too_large", detail, instance=scope["path"])(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -80,9 +80,7 @@ def classify_db_error(exc: BaseException) -> AppError | None:
 
 
 def _app_error_response(request: Request, err: AppError) -> ProblemResponse:
-    return problem(
-        err.status, err.code, err.title, err.detail, instance=request.url.path, headers=err.headers
-    )
+    return problem(err.code, err.detail, instance=request.url.path, headers=err.headers)
 
 
 async def _on_app_error(request: Request, exc: Exception) -> ProblemResponse:
@@ -92,12 +90,18 @@ async def _on_app_error(request: Request, exc: Exception) -> ProblemResponse:
 
 async def _on_http_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code, title = HTTP_CODES.get(exc.status_code, (f"http.{exc.status_code}", "Error"))
-    detail = exc.detail if isinstance(exc.detail, str) else title
+    code = HTTP_CODES.get(exc.status_code, "http.error")
     headers = dict(exc.headers or {})
-    if exc.status_code == 405:
-        headers["Allow"] = _allowed_methods(request)
-    return problem(exc.status_code, code, title, detail, instance=request.url.path, headers=headers)
+    # Static files (a mount, not a route) bring their own Allow.
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = allowed
+    return problem(
+        code,
+        exc.detail if isinstance(exc.detail, str) else None,
+        status=exc.status_code,
+        instance=request.url.path,
+        headers=headers,
+    )
 
 
 def _allowed_methods(request: Request) -> str:
@@ -118,9 +122,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> ProblemRespo
         for e in exc.errors()
     ]
     return problem(
-        422,
         "request.validation_failed",
-        "Unprocessable Content",
         "The request has invalid or missing fields.",
         instance=request.url.path,
         errors=errors,
@@ -138,9 +140,7 @@ async def _on_db_error(request: Request, exc: Exception) -> ProblemResponse:
 
 def _internal_error(path: str, exc: BaseException) -> ProblemResponse:
     log.error("unhandled error on %s", path, exc_info=exc)
-    return problem(
-        500, "internal", "Internal Server Error", "An unexpected error occurred.", instance=path
-    )
+    return problem("internal", "An unexpected error occurred.", instance=path)
 
 
 class CatchUnhandled:

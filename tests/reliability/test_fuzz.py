@@ -122,7 +122,7 @@ def problem_json_errors(ctx: CheckContext, response: Response, case: Case) -> bo
     missing = {"type", "title", "status", "code", "request_id"} - body.keys()
     assert not missing, f"problem body lacks {sorted(missing)}"
     assert body["status"] == response.status_code
-    assert body["type"] == f"urn:problem:{body['code']}"
+    assert body["type"] == f"/problems/{body['code']}"
     return True
 
 

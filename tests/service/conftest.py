@@ -152,7 +152,7 @@ def assert_problem(
     assert response.headers["content-type"] == "application/problem+json"
     body: dict[str, Any] = response.json()
     assert body["status"] == status
-    assert body["type"] == f"urn:problem:{body['code']}"
+    assert body["type"] == f"/problems/{body['code']}"
     assert {"title", "code", "instance", "request_id"} <= body.keys()
     assert body["request_id"] == response.headers["x-request-id"]
     if code is not None:

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import ast
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from service.kit.problems import (
+    CATALOGUE,
+    HTTP_CODES,
+    Conflict,
+    NotFound,
+    Problem,
+    Unauthorized,
+    UncataloguedCode,
+    example_body,
+    problem,
+    register_constraint,
+)
 from tests.service.conftest import assert_problem, client_for
+
+SERVICE = Path(__file__).resolve().parents[2] / "service"
 
 
 async def test_unknown_route_is_404(client: httpx.AsyncClient) -> None:
@@ -163,3 +179,147 @@ async def test_openapi_states_the_runtime_limits(make_app: Callable[..., FastAPI
     assert {"type": "integer", "minimum": 1, "maximum": 25} in limit["schema"]["anyOf"]
     password = spec["components"]["schemas"]["UserCreate"]["properties"]["password"]
     assert (password["minLength"], password["maxLength"]) == (12, 64)
+
+
+# --- the catalogue ----------------------------------------------------------------------------
+
+
+def _modules() -> Iterator[tuple[Path, ast.Module]]:
+    for path in sorted(SERVICE.rglob("*.py")):
+        yield path, ast.parse(path.read_text(), filename=str(path))
+
+
+def _name(func: ast.expr) -> str:
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+
+
+def _str(node: ast.AST) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def codes_raised_in_service() -> dict[str, str]:
+    """Every error code written in service/, with where: `code="..."` in any call (AppError
+    and its subclasses), problem("..."), register_constraint(name, "..."), and the
+    subclasses' `code = "..."` defaults."""
+    found: dict[str, str] = {}
+    for path, module in _modules():
+        where = str(path.relative_to(SERVICE.parent))
+        for node in ast.walk(module):
+            candidates: list[ast.expr] = []
+            if isinstance(node, ast.Call):
+                candidates += [k.value for k in node.keywords if k.arg == "code"]
+                if _name(node.func) == "problem" and node.args:
+                    candidates.append(node.args[0])
+                if _name(node.func) == "register_constraint" and len(node.args) > 1:
+                    candidates.append(node.args[1])
+            elif isinstance(node, ast.Assign):  # `code = "x"` or `status, code = 401, "x"`
+                for target in node.targets:
+                    names = target.elts if isinstance(target, ast.Tuple) else [target]
+                    values = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+                    candidates += [
+                        v
+                        for n, v in zip(names, values, strict=False)
+                        if isinstance(n, ast.Name) and n.id == "code"
+                    ]
+            for candidate in candidates:
+                if (code := _str(candidate)) is not None:
+                    found.setdefault(code, f"{where}:{candidate.lineno}")
+    return found
+
+
+def test_every_code_raised_in_the_service_is_catalogued() -> None:
+    raised = codes_raised_in_service()
+    # The scan itself works: it sees codes from the domains, the handlers and the defaults.
+    assert {"auth.invalid_token", "user.email_taken", "request.too_large", "not_found"} <= set(
+        raised
+    )
+    missing = {code: where for code, where in raised.items() if code not in CATALOGUE}
+    assert not missing, f"add these codes to CATALOGUE in service/kit/problems.py: {missing}"
+
+
+def test_every_catalogued_code_is_used_somewhere() -> None:
+    """A catalogue entry whose code appears nowhere else in service/ documents nothing real."""
+    literals: set[str] = set()
+    for _, module in _modules():
+        catalogue = [
+            node
+            for node in module.body
+            if isinstance(node, ast.Assign)
+            and any(getattr(target, "id", "") == "_CATALOGUE_ENTRIES" for target in node.targets)
+        ]
+        skipped = {id(node) for entry in catalogue for node in ast.walk(entry)}
+        literals |= {
+            value
+            for node in ast.walk(module)
+            if id(node) not in skipped and (value := _str(node)) is not None
+        }
+    unused = sorted(set(CATALOGUE) - literals)
+    assert not unused, f"catalogued but never raised: {unused}"
+
+
+def test_framework_statuses_map_to_catalogued_codes_of_that_status() -> None:
+    for status, code in HTTP_CODES.items():
+        assert CATALOGUE[code].status == status
+
+
+def test_an_uncatalogued_code_fails_at_raise_time() -> None:
+    with pytest.raises(UncataloguedCode, match="no entry"):
+        NotFound("x", code="thing.missing")
+    with pytest.raises(UncataloguedCode, match="catalogued as 401"):
+        Conflict("x", code="auth.invalid_token")  # an entry's status is its only status
+    with pytest.raises(UncataloguedCode):
+        problem("thing.missing", "x")
+    with pytest.raises(UncataloguedCode):
+        register_constraint("uq_things", "thing.taken", "A thing exists.")
+    assert Unauthorized("x", code="auth.invalid_token").entry is CATALOGUE["auth.invalid_token"]
+
+
+def test_every_entry_documents_its_code() -> None:
+    for code, entry in CATALOGUE.items():
+        assert all((entry.title, entry.meaning, entry.action, entry.example_detail)), code
+        example = Problem.model_validate(example_body(entry))
+        assert (example.code, example.type) == (code, f"/problems/{code}")
+        assert example.status == (entry.status or entry.example_status)
+        assert entry.status is not None or entry.example_status, code
+
+
+async def test_every_problem_type_resolves_to_its_page(client: httpx.AsyncClient) -> None:
+    for code, entry in CATALOGUE.items():
+        page = await client.get(entry.type)  # relative: resolved against the request's URL
+        assert page.status_code == 200, code
+        assert page.headers["content-type"].startswith("text/html")
+        assert f"<code>{code}</code>" in page.text
+        assert f"<dd>{entry.status or 'varies'}</dd>" in page.text
+        as_json = (await client.get(entry.type, headers={"Accept": "application/json"})).json()
+        assert as_json["status"] == entry.status
+        assert as_json["action"] == entry.action
+        assert as_json["example"] == example_body(entry)
+
+
+async def test_a_real_error_links_to_its_page(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/users/me")
+    body = assert_problem(response, 401, "auth.missing_credentials")
+    page = await client.get(response.url.join(body["type"]))  # RFC 9457: relative to the request
+    assert page.status_code == 200
+    assert CATALOGUE["auth.missing_credentials"].title in page.text
+
+
+async def test_an_unknown_code_has_no_page(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/problems/no.such_code"), 404, "route.not_found")
+
+
+async def test_the_catalogue_index_lists_every_code(client: httpx.AsyncClient) -> None:
+    index = (await client.get("/problems", headers={"Accept": "application/json"})).json()
+    assert {p["code"] for p in index["problems"]} == set(CATALOGUE)
+    html = (await client.get("/problems")).text
+    assert all(f'href="/problems/{code}"' in html for code in CATALOGUE)
+
+
+async def test_openapi_describes_the_catalogue(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()["components"]["schemas"]["Problem"]
+    assert schema["properties"]["code"]["enum"] == sorted(CATALOGUE)
+    assert schema["x-problem-codes"]["user.email_taken"] == {
+        "status": 409,
+        "title": CATALOGUE["user.email_taken"].title,
+        "type": "/problems/user.email_taken",
+    }
