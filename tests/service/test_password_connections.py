@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from service.users.models import Role
 from tests.service.conftest import PASSWORD, CreateUser, client_for, login
 
 
@@ -42,7 +43,7 @@ async def test_login_change_password_and_create_user_hold_no_connection_while_ha
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     user = await create_user()
-    await create_user("boss@example.com", role="admin")  # type: ignore[arg-type]
+    await create_user("boss@example.com", role=Role.admin)
     assert user.email
     seen: list[int] = []
     _record_checked_out(app, monkeypatch, seen)

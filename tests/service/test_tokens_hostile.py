@@ -345,7 +345,7 @@ def _id_token_claims(sub: str = "idp|42") -> dict[str, Any]:
 
 
 def _logout_token_claims() -> dict[str, Any]:
-    events = {"http://schemas.openid.net/event/backchannel-logout": {}}
+    events: dict[str, Any] = {"http://schemas.openid.net/event/backchannel-logout": {}}
     return _idp_claims() | {"events": events, "jti": "logout-1"}
 
 
