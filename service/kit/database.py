@@ -5,6 +5,7 @@ waits on something else (Argon2, the identity provider)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -112,7 +113,7 @@ class Sessions:
     def reading(self) -> AsyncSession:
         return self.read()
 
-    def writing(self) -> Any:  # an async context manager yielding an AsyncSession
+    def writing(self) -> AbstractAsyncContextManager[AsyncSession]:
         return self.write.begin()
 
 
