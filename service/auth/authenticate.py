@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 
 import jwt
 from fastapi import Request
@@ -28,32 +27,14 @@ from service.kit.problems import Unauthorized
 from service.settings import Settings
 from service.users.models import Role, User
 from service.users.repository import UserRepository
+from service.users.schemas import UserRead
 
 
-@dataclass(frozen=True, slots=True)
-class Account:
-    """A snapshot of the caller's users row: plain values, safe to cache and to share between
-    requests (no ORM state, no password hash). Routes that change the row load it themselves."""
-
-    id: uuid.UUID
-    email: str | None
-    full_name: str
-    role: Role
-    is_active: bool
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, user: User, role: Role) -> Account:
-        return cls(
-            id=user.id,
-            email=user.email,
-            full_name=user.full_name,
-            role=role,
-            is_active=user.is_active,
-            created_at=user.created_at,
-            updated_at=user.updated_at,
-        )
+def _account(user: User, role: Role) -> UserRead:
+    """A snapshot of the caller's users row with the role that applies: plain values, safe to
+    cache and to share between requests (no ORM state, no password hash). Routes that change the
+    row load it themselves."""
+    return UserRead.model_validate(user).model_copy(update={"role": role})
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +42,7 @@ class Principal:
     """The caller, with the role that applies to this request. For an API key, `user` is the
     key's own service account and `role` is capped by its creator's current role."""
 
-    user: Account
+    user: UserRead
     role: Role
     api_key_id: uuid.UUID | None = None
     # For API keys: the tier's limit (None: RATE_LIMIT_API_KEY_DEFAULT), or exempt.
@@ -120,7 +101,7 @@ async def _from_own_token(
         user = _active(await UserRepository(session).get_by_id(user_id))
     # The stored role, not the token's: a demotion takes effect at once.
     role = Role(user.role)
-    return Principal(user=Account.of(user, role), role=role), float(claims["exp"])
+    return Principal(user=_account(user, role), role=role), float(claims["exp"])
 
 
 async def _from_idp_token(
@@ -134,13 +115,13 @@ async def _from_idp_token(
         user = await auth_service.link_idp_user(sessions, verifier.issuer, claims, role)
         if user is None:
             raise _invalid_token("The identity could not be linked.")
-    return Principal(user=Account.of(_active(user), role), role=role), float(claims["exp"])
+    return Principal(user=_account(_active(user), role), role=role), float(claims["exp"])
 
 
 async def _from_api_key(key: str, sessions: Sessions) -> Principal:
     verified = await verify_key(sessions, key)
     return Principal(
-        user=Account.of(verified.account, verified.role),
+        user=_account(verified.account, verified.role),
         role=verified.role,
         api_key_id=verified.key_id,
         rate_limit=verified.tier_limit,

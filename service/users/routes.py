@@ -4,7 +4,6 @@ import uuid
 
 from fastapi import APIRouter, Depends, Request
 
-from service.auth.authenticate import Account
 from service.auth.dependencies import AdminUser, CurrentUser, HasherDep
 from service.kit.database import SessionDep, sessions_of
 from service.kit.pagination import PageDep, PageOut
@@ -23,7 +22,7 @@ router = APIRouter(
 
 
 @router.get("/me", response_model=UserRead)
-async def read_me(principal: CurrentUser) -> Account:
+async def read_me(principal: CurrentUser) -> UserRead:
     return principal.user
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,33 +24,27 @@ TTL = 1.0  # the largest the settings allow
 SLACK = 0.35
 
 
-@pytest.fixture(scope="module")
-async def seeded() -> AsyncIterator[tuple[str, str]]:
-    name, url = await create_database("cache")
-    api_key = seed_loadtest(url, 1, password=PASSWORD)
-    try:
-        yield url, api_key
-    finally:
-        await drop_database(name)
-
-
 @pytest.fixture
-def server(seeded: tuple[str, str], tmp_path: Path) -> Iterator[Server]:
-    url, _ = seeded
-    server = start_server(
-        {
+async def seeded_server(tmp_path: Path) -> AsyncIterator[tuple[Server, str, str]]:
+    """(server, database url, the seeded admin's exempt API key) on a database of its own."""
+    name, url = await create_database("cache")
+    try:
+        api_key = seed_loadtest(url, 1, password=PASSWORD)
+        settings = {
             "DATABASE_URL": url,
             "REDIS_URL": REDIS_URL,
             "APP_NAME": f"cache-{uuid.uuid4().hex[:8]}",
             "RATE_LIMIT_USER": "100000/minute",
             "RATE_LIMIT_LOGIN": "1000/minute",
             "AUTH_CACHE_TTL_SECONDS": str(TTL),
-        },
-        tmp_path,
-        workers=2,
-    )
-    yield server
-    server.stop()
+        }
+        server = start_server(settings, tmp_path, workers=2)
+        try:
+            yield server, url, api_key
+        finally:
+            server.stop()
+    finally:
+        await drop_database(name)
 
 
 @dataclass
@@ -116,9 +110,9 @@ def _assert_enforced_on_every_worker(
 
 
 def test_changes_are_enforced_by_both_workers_within_the_ttl(
-    seeded: tuple[str, str], server: Server
+    seeded_server: tuple[Server, str, str],
 ) -> None:
-    url, api_key = seeded
+    server, url, api_key = seeded_server
     token = httpx.post(
         server.base_url + "/api/v1/auth/token",
         data={"username": "loadtest-0@example.com", "password": PASSWORD},
