@@ -165,15 +165,19 @@ def idp() -> Iterator[JwksServer]:
         yield server
 
 
+def _idp_settings(idp: JwksServer) -> dict[str, Any]:
+    return {
+        "oidc_jwks_url": idp.url,
+        "oidc_issuer": IDP_ISSUER,
+        "oidc_audience": IDP_AUDIENCE,
+        "oidc_roles_claim": "realm_access.roles",
+        "oidc_jwks_min_refresh_seconds": 60,
+    }
+
+
 @pytest.fixture
 def idp_app(make_app: Callable[..., FastAPI], idp: JwksServer) -> FastAPI:
-    return make_app(
-        oidc_jwks_url=idp.url,
-        oidc_issuer=IDP_ISSUER,
-        oidc_audience=IDP_AUDIENCE,
-        oidc_roles_claim="realm_access.roles",
-        oidc_jwks_min_refresh_seconds=60,
-    )
+    return make_app(**_idp_settings(idp))
 
 
 def _idp_claims(sub: str = "idp|42", **changes: Any) -> dict[str, Any]:
@@ -385,13 +389,7 @@ async def test_a_logout_token_is_not_an_access_token(
 @pytest.fixture
 def plain_jwt_idp_app(make_app: Callable[..., FastAPI], idp: JwksServer) -> FastAPI:
     """A provider that issues untyped access tokens (Entra ID, Auth0's default profile, ...)."""
-    return make_app(
-        oidc_jwks_url=idp.url,
-        oidc_issuer=IDP_ISSUER,
-        oidc_audience=IDP_AUDIENCE,
-        oidc_roles_claim="realm_access.roles",
-        oidc_token_types="at+jwt,JWT",
-    )
+    return make_app(**_idp_settings(idp), oidc_token_types="at+jwt,JWT")
 
 
 async def test_plain_jwt_access_tokens_pass_only_where_settings_say_so(

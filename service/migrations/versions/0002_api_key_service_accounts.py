@@ -25,6 +25,11 @@ depends_on: str | Sequence[str] | None = None
 SERVICE_ACCOUNT_NAMESPACE = uuid.UUID("6f1c1f53-4d55-4a3e-9a51-2f0b8e0c7a11")
 
 
+def _table(table: str, /, **columns: sa.types.TypeEngine[object]) -> sa.TableClause:
+    """The columns this step touches, frozen here (the models may change later)."""
+    return sa.table(table, *(sa.column(column, type_) for column, type_ in columns.items()))
+
+
 def upgrade() -> None:
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.add_column(sa.Column("service_user_id", sa.Uuid(), nullable=True))
@@ -39,19 +44,11 @@ def upgrade() -> None:
             ondelete="CASCADE",
         )
     # Existing keys get their account now (the same rows the service would create lazily).
-    users = sa.table(
-        "users",
-        sa.column("id", sa.Uuid()),
-        sa.column("full_name", sa.String()),
-        sa.column("role", sa.String()),
-        sa.column("is_active", sa.Boolean()),
+    users = _table(
+        "users", id=sa.Uuid(), full_name=sa.String(), role=sa.String(), is_active=sa.Boolean()
     )
-    keys = sa.table(
-        "api_keys",
-        sa.column("id", sa.Uuid()),
-        sa.column("name", sa.String()),
-        sa.column("role", sa.String()),
-        sa.column("service_user_id", sa.Uuid()),
+    keys = _table(
+        "api_keys", id=sa.Uuid(), name=sa.String(), role=sa.String(), service_user_id=sa.Uuid()
     )
     bind = op.get_bind()
     pending = bind.execute(
