@@ -47,8 +47,9 @@ async def update_me(
     user_id: uuid.UUID,
     body: MeUpdate,
 ) -> User:
+    # null means "leave as is": every field here is NOT NULL in the table.
     changes: dict[str, Any] = body.model_dump(
-        exclude_unset=True, exclude={"password", "current_password"}
+        exclude_unset=True, exclude_none=True, exclude={"password", "current_password"}
     )
     expected_hash: str | None = None
     if body.password is not None:
@@ -81,7 +82,7 @@ async def update_user(
 ) -> User:
     users = UserRepository(session)
     user = await _user_or_404(users, user_id)
-    changes = body.model_dump(exclude_unset=True)
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)  # null: leave as is
     if user.id == admin_id and (
         changes.get("role", "admin") != "admin" or not changes.get("is_active", True)
     ):

@@ -22,6 +22,8 @@ PASSWORD = "cache-test-password"
 TTL = 1.0  # the largest the settings allow
 # A request's own round trip: a refusal may be seen this much after the TTL has run out.
 SLACK = 0.35
+# Probes sent after TTL + SLACK, each on a fresh connection: enough for both workers to get some.
+LATE_PROBES = 16
 
 
 @pytest.fixture
@@ -65,13 +67,17 @@ def _probe(server: Server, path: str, headers: dict[str, str]) -> Probe:
 def _watch(
     server: Server, path: str, headers: dict[str, str], change: Callable[[], None]
 ) -> list[Probe]:
-    """Warm every worker's cache, make the change, then probe for TTL + 1 s."""
+    """Warm every worker's cache, make the change, then probe until LATE_PROBES were sent
+    after TTL + SLACK."""
     for _ in range(30):
         assert _probe(server, path, headers).status == 200
     change()
     changed_at = time.monotonic()
-    probes = []
-    while (elapsed := time.monotonic() - changed_at) < TTL + 1.0:
+    probes: list[Probe] = []
+    # Until enough probes were sent after TTL + SLACK, however slow a loaded machine makes them.
+    while sum(p.seconds_after_change > TTL + SLACK for p in probes) < LATE_PROBES:
+        elapsed = time.monotonic() - changed_at
+        assert elapsed < 60, "the server is too slow to probe"
         probe = _probe(server, path, headers)
         probe.seconds_after_change = elapsed
         probes.append(probe)
@@ -102,7 +108,6 @@ def _assert_enforced_on_every_worker(
     staleness = max(served, default=0.0)
     assert staleness <= TTL + SLACK, f"still served {staleness:.2f} s after the change"
     late = [p for p in probes if p.seconds_after_change > TTL + SLACK]
-    assert len(late) >= 10
     assert {p.status for p in late} == {refused}
     workers = {pids_by_request.get(p.request_id) for p in late} - {None}
     assert len(workers) == 2, f"the late probes reached {len(workers)} worker(s)"

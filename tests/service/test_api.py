@@ -394,3 +394,21 @@ async def test_a_key_minted_before_service_accounts_is_linked_on_first_use(
     assert key is not None
     assert str(key.service_user_id) == responses[0].json()["id"]
     assert accounts == 2  # the creator and the key's account
+
+
+async def test_null_leaves_a_field_as_it_is(
+    client: httpx.AsyncClient, user_headers: dict[str, str], admin_headers: dict[str, str]
+) -> None:
+    """Every user column is NOT NULL: a null in a PATCH means "no change", never a 422 (or the
+    409 a NOT NULL violation used to be)."""
+    me = await client.patch("/api/v1/users/me", json={"full_name": "Kept"}, headers=user_headers)
+    nulled = await client.patch("/api/v1/users/me", json={"full_name": None}, headers=user_headers)
+    assert nulled.status_code == 200, nulled.text
+    assert nulled.json()["full_name"] == "Kept"
+    by_admin = await client.patch(
+        f"/api/v1/users/{me.json()['id']}",
+        json={"full_name": None, "role": None, "is_active": None},
+        headers=admin_headers,
+    )
+    assert by_admin.status_code == 200, by_admin.text
+    assert by_admin.json()["role"] == "user"
