@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from service import docs, health, openapi
 from service.api_keys.routes import router as api_keys_router
+from service.auth.authenticate import create_principal_cache
 from service.auth.jwks import OidcVerifier
 from service.auth.passwords import PasswordHasher
 from service.auth.routes import router as auth_router
@@ -55,11 +56,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = create_engine(settings)
     app.state.sessionmaker = create_sessionmaker(app.state.engine)
-    app.state.read_sessionmaker = create_sessionmaker(app.state.engine, autocommit=True)
+    app.state.read_sessionmaker = create_sessionmaker(app.state.engine, read_only=True)
     if not settings.uses_sqlite:
         instrument_pool(app.state.engine, settings.db_pool_size + settings.db_max_overflow)
     app.state.hasher = PasswordHasher(settings)
     app.state.token_issuer = TokenIssuer(settings)
+    app.state.principal_cache = create_principal_cache(settings)
     app.state.oidc_verifier = OidcVerifier(settings) if settings.oidc_jwks_url else None
     app.state.limiter = Limiter(settings)
 

@@ -124,6 +124,14 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = Field(default=900, ge=60)
     jwt_leeway_seconds: int = Field(default=30, ge=0)
 
+    # --- verified principals, cached per worker -------------------------------------------
+    # Seconds a verified token or key is trusted without looking again: the longest a
+    # demotion, deactivation or key revocation can go unseen by a worker (so at most 1 s);
+    # 0 turns the cache off.
+    auth_cache_ttl_seconds: float = Field(default=0.5, ge=0, le=1.0)
+    # Entries per worker (each a few hundred bytes); the oldest goes first beyond it.
+    auth_cache_max_entries: int = Field(default=10_000, ge=1)
+
     # --- external identity provider (OIDC) ------------------------------------------------
     oidc_jwks_url: str | None = None
     oidc_issuer: str | None = None
@@ -137,6 +145,12 @@ class Settings(BaseSettings):
     # An unknown `kid` triggers a re-fetch at most this often (seconds).
     oidc_jwks_min_refresh_seconds: int = Field(default=30, ge=0)
     oidc_http_timeout: float = Field(default=5.0, gt=0)
+    # JOSE `typ` header values accepted as access tokens ("application/" prefix optional,
+    # case-insensitive). RFC 9068 access tokens are "at+jwt". "jwt" admits plain JWTs (typ JWT
+    # or none), for providers that issue no typed access tokens (see README, "Identity
+    # providers"); such a token is still refused when it carries an ID-token claim (nonce,
+    # at_hash, c_hash) or a logout token's `events`.
+    oidc_token_types: Annotated[list[str], NoDecode] = ["at+jwt"]
 
     # --- passwords --------------------------------------------------------------------------
     password_min_length: int = Field(default=8, ge=1)
@@ -166,7 +180,9 @@ class Settings(BaseSettings):
     rate_limit_breaker_threshold: int = Field(default=3, ge=1)
     rate_limit_breaker_cooldown: float = Field(default=5.0, gt=0)
 
-    @field_validator("cors_origins", "trusted_proxies", "oidc_algorithms", mode="before")
+    @field_validator(
+        "cors_origins", "trusted_proxies", "oidc_algorithms", "oidc_token_types", mode="before"
+    )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -185,6 +201,16 @@ class Settings(BaseSettings):
         if bad := [alg for alg in value if alg.upper().startswith("HS") or alg == "none"]:
             raise ValueError(f"only asymmetric algorithms are allowed, not {bad}")
         return value
+
+    @field_validator("oidc_token_types")
+    @classmethod
+    def _token_types(cls, value: list[str]) -> list[str]:
+        types = [t.lower().removeprefix("application/") for t in value]
+        if not types:
+            raise ValueError("at least one token type, e.g. at+jwt")
+        if bad := [t for t in types if t not in ("at+jwt", "jwt")]:
+            raise ValueError(f"only at+jwt and jwt can be access tokens, not {bad}")
+        return types
 
     @field_validator("database_url", mode="before")
     @classmethod

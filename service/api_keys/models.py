@@ -32,6 +32,12 @@ class ApiKey(TimestampedModel):
     # A RateLimitTier name, "exempt", or None for RATE_LIMIT_API_KEY_DEFAULT.
     tier: Mapped[str | None] = mapped_column(String(50))
     created_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # The key's own account: what it acts as (items it creates are owned by this row), never
+    # the admin who minted it. None only for a key minted by the release before 0002; the
+    # service links it on first use.
+    service_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), unique=True
+    )
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 

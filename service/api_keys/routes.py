@@ -4,17 +4,14 @@ import uuid
 
 from fastapi import APIRouter, Depends
 
-from service.api_keys import secrets as key_secrets
-from service.api_keys.models import ApiKey, RateLimitTier
+from service.api_keys import service as api_key_service
+from service.api_keys.models import RateLimitTier
 from service.api_keys.repository import ApiKeyRepository, TierRepository
 from service.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead, TierCreate, TierRead
 from service.auth.dependencies import AdminUser, require_admin
 from service.kit.database import SessionDep
-from service.kit.models import utcnow
 from service.kit.pagination import PageDep, PageOut
-from service.kit.problems import NotFound, invalid_field
 from service.ratelimit.dependencies import user_rate_limit
-from service.settings import EXEMPT_TIER
 
 router = APIRouter(
     prefix="/api/v1",
@@ -32,24 +29,18 @@ router = APIRouter(
 async def create_api_key(
     body: ApiKeyCreate, admin: AdminUser, session: SessionDep
 ) -> ApiKeyCreated:
-    """Create a key for a service client. The secret is in this response only."""
-    if body.tier not in (None, EXEMPT_TIER) and not await TierRepository(session).get_by_name(
-        body.tier
-    ):
-        raise invalid_field(("body", "tier"), "No such rate-limit tier", "unknown_tier")
-    key, prefix, secret_hash = key_secrets.new_key()
-    api_key = await ApiKeyRepository(session).create(
-        ApiKey(
-            name=body.name,
-            prefix=prefix,
-            secret_hash=secret_hash,
-            role=body.role,
-            tier=body.tier,
-            created_by_id=admin.user.id,
-        )
+    """Create a key for a service client. The secret is in this response only. The key acts as
+    its own service account, never as you, and never with more than your current role."""
+    api_key, secret = await api_key_service.mint_key(
+        session,
+        creator_id=admin.user.id,
+        minted_by_key=admin.api_key_id is not None,
+        name=body.name,
+        role=body.role,
+        tier=body.tier,
     )
     shown = ApiKeyRead.model_validate(api_key, from_attributes=True)
-    return ApiKeyCreated(**shown.model_dump(), key=key)
+    return ApiKeyCreated(**shown.model_dump(), key=secret)
 
 
 @router.get("/api-keys", response_model=PageOut[ApiKeyRead])
@@ -61,11 +52,7 @@ async def list_api_keys(session: SessionDep, page: PageDep) -> object:
     "/api-keys/{key_id:uuid}", status_code=204, responses={404: {"description": "No such key"}}
 )
 async def revoke_api_key(key_id: uuid.UUID, session: SessionDep) -> None:
-    keys = ApiKeyRepository(session)
-    if (api_key := await keys.get_by_id(key_id)) is None:
-        raise NotFound("No such API key.", code="api_key.not_found")
-    if api_key.revoked_at is None:
-        await keys.update(api_key, {"revoked_at": utcnow()})
+    await api_key_service.revoke_key(session, key_id)
 
 
 @router.post(
@@ -76,9 +63,7 @@ async def revoke_api_key(key_id: uuid.UUID, session: SessionDep) -> None:
 )
 async def create_tier(body: TierCreate, session: SessionDep) -> RateLimitTier:
     """Define a named limit for API keys, e.g. `{"name": "partner", "limit": "5000/minute"}`."""
-    if body.name == EXEMPT_TIER:
-        raise invalid_field(("body", "name"), f"'{EXEMPT_TIER}' is built in", "reserved_name")
-    return await TierRepository(session).create(RateLimitTier(name=body.name, limit=body.limit))
+    return await api_key_service.create_tier(session, name=body.name, limit=body.limit)
 
 
 @router.get("/rate-limit-tiers", response_model=PageOut[TierRead])

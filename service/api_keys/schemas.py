@@ -50,6 +50,9 @@ class ApiKeyRead(BaseModel):
     role: Role
     tier: str | None
     created_by_id: uuid.UUID
+    service_user_id: uuid.UUID | None = Field(
+        description="The key's own account: what it acts as (its items are this account's)"
+    )
     revoked_at: datetime | None
     created_at: datetime
 

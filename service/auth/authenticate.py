@@ -1,33 +1,48 @@
 """Who is calling: a verified bearer token (ours or the IdP's) or an API key -> a Principal.
 
-The one entry point is `authenticate`; the front door calls it once per request.
+The one entry point is `authenticate`; the front door calls it once per request. Lookups run in
+their own short read session (the request's session stays unbound, so a write request holds no
+connection while it later hashes a password), and a verified principal is kept in a per-worker
+cache for at most AUTH_CACHE_TTL_SECONDS (<= 1 s), which bounds how long a demotion, a
+deactivation or a key revocation can go unseen by any worker of any pod.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import jwt
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.api_keys import secrets as key_secrets
-from service.api_keys.repository import ApiKeyRepository
+from service.api_keys.service import verify_key
+from service.auth import service as auth_service
+from service.auth.cache import TtlCache, credential_key
 from service.auth.jwks import OidcVerifier
 from service.auth.tokens import TokenIssuer
+from service.kit.database import Sessions, sessions_of
 from service.kit.problems import Unauthorized
-from service.settings import EXEMPT_TIER
+from service.settings import Settings
 from service.users.models import Role, User
 from service.users.repository import UserRepository
+from service.users.schemas import UserRead
+
+
+def _account(user: User, role: Role) -> UserRead:
+    """A snapshot of the caller's users row with the role that applies: plain values, safe to
+    cache and to share between requests (no ORM state, no password hash). Routes that change the
+    row load it themselves."""
+    return UserRead.model_validate(user).model_copy(update={"role": role})
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The caller: a user, with the role that applies to this request."""
+    """The caller, with the role that applies to this request. For an API key, `user` is the
+    key's own service account and `role` is capped by its creator's current role."""
 
-    user: User
+    user: UserRead
     role: Role
     api_key_id: uuid.UUID | None = None
     # For API keys: the tier's limit (None: RATE_LIMIT_API_KEY_DEFAULT), or exempt.
@@ -37,6 +52,15 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role is Role.admin
+
+
+PrincipalCache = TtlCache[Principal]
+
+
+def create_principal_cache(settings: Settings) -> PrincipalCache:
+    return TtlCache(
+        ttl=settings.auth_cache_ttl_seconds, max_entries=settings.auth_cache_max_entries
+    )
 
 
 def _invalid_token(description: str) -> Unauthorized:
@@ -65,91 +89,91 @@ def _active(user: User | None) -> User:
     return user
 
 
-async def _from_own_token(issuer: TokenIssuer, token: str, users: UserRepository) -> Principal:
+async def _from_own_token(
+    issuer: TokenIssuer, token: str, sessions: Sessions
+) -> tuple[Principal, float]:
     claims = issuer.decode(token)
     try:
         user_id = uuid.UUID(claims["sub"])
     except ValueError:
         raise _invalid_token("The token's subject is malformed.") from None
-    user = _active(await users.get_by_id(user_id))
+    async with sessions.reading() as session:
+        user = _active(await UserRepository(session).get_by_id(user_id))
     # The stored role, not the token's: a demotion takes effect at once.
-    return Principal(user=user, role=Role(user.role))
+    role = Role(user.role)
+    return Principal(user=_account(user, role), role=role), float(claims["exp"])
 
 
-async def _from_idp_token(verifier: OidcVerifier, token: str, users: UserRepository) -> Principal:
+async def _from_idp_token(
+    verifier: OidcVerifier, token: str, sessions: Sessions
+) -> tuple[Principal, float]:
     claims = await verifier.decode(token)
     role = Role.admin if verifier.admin_role in verifier.roles(claims) else Role.user
-    user = await users.get_by_external(verifier.issuer, str(claims["sub"]))
-    if user is None:
-        user = await _link_idp_user(users, verifier.issuer, claims, role)
-    return Principal(user=_active(user), role=role)
-
-
-async def _link_idp_user(
-    users: UserRepository, issuer: str, claims: dict[str, Any], role: Role
-) -> User:
-    """First sight of an IdP subject: give it a local row so it can own items. Two first
-    requests may race (the loser finds the winner's row), and the email may belong to a local
-    account (the identity is then linked without it)."""
-    email = claims.get("email")
     subject = str(claims["sub"])
-    for candidate_email in (email.lower() if isinstance(email, str) else None, None):
-        await users.insert_if_absent(
-            email=candidate_email,
-            external_issuer=issuer,
-            external_subject=subject,
-            full_name=str(claims.get("name", ""))[:200],
-            role=role,
-        )
-        if found := await users.get_by_external(issuer, subject):
-            return found
-    raise _invalid_token("The identity could not be linked.")
+    user = await auth_service.find_idp_user(sessions, verifier.issuer, subject)
+    if user is None:
+        user = await auth_service.link_idp_user(sessions, verifier.issuer, claims, role)
+        if user is None:
+            raise _invalid_token("The identity could not be linked.")
+    return Principal(user=_account(_active(user), role), role=role), float(claims["exp"])
 
 
-async def _from_api_key(key: str, session: AsyncSession) -> Principal:
-    parts = key_secrets.split_key(key)
-    found = await ApiKeyRepository(session).find_for_auth(parts[0]) if parts else None
-    if not (parts and found and key_secrets.secret_matches(parts[1], found[0].secret_hash)):
-        raise Unauthorized("The API key is not valid.", code="auth.invalid_api_key")
-    api_key, owner, tier_limit = found
-    if api_key.revoked_at is not None:
-        raise Unauthorized("The API key has been revoked.", code="auth.revoked_api_key")
-    if not owner.is_active:
-        raise Unauthorized("The API key's owner is deactivated.", code="auth.invalid_api_key")
+async def _from_api_key(key: str, sessions: Sessions) -> Principal:
+    verified = await verify_key(sessions, key)
     return Principal(
-        user=owner,
-        role=Role(api_key.role),
-        api_key_id=api_key.id,
-        rate_limit=tier_limit,
-        exempt=api_key.tier == EXEMPT_TIER,
+        user=_account(verified.account, verified.role),
+        role=verified.role,
+        api_key_id=verified.key_id,
+        rate_limit=verified.tier_limit,
+        exempt=verified.exempt,
     )
 
 
 async def authenticate(
-    request: Request, session: AsyncSession, *, bearer: str | None, api_key: str | None
+    request: Request,
+    session: AsyncSession | None = None,
+    *,
+    bearer: str | None,
+    api_key: str | None,
 ) -> Principal:
-    """The caller's Principal; Unauthorized (401, with an RFC 6750 challenge) otherwise."""
+    """The caller's Principal; Unauthorized (401, with an RFC 6750 challenge) otherwise.
+
+    `session` is accepted for the front door's convenience and not used: lookups run in short
+    sessions of their own (see the module docstring)."""
+    del session
+    cache: PrincipalCache = request.app.state.principal_cache
     if api_key:
-        return await _from_api_key(api_key, session)
+        cache_key = credential_key("key", api_key)
+        if (hit := cache.get(cache_key)) is not None:
+            return hit
+        principal = await _from_api_key(api_key, sessions_of(request))
+        cache.put(cache_key, principal)
+        return principal
     if bearer:
-        return await _from_bearer(request, bearer, UserRepository(session))
+        cache_key = credential_key("bearer", bearer)
+        if (hit := cache.get(cache_key)) is not None:
+            return hit
+        principal, expires_at = await _from_bearer(request, bearer)
+        cache.put(cache_key, principal, max_age=expires_at - time.time())
+        return principal
     raise MISSING_CREDENTIALS
 
 
-async def _from_bearer(request: Request, token: str, users: UserRepository) -> Principal:
+async def _from_bearer(request: Request, token: str) -> tuple[Principal, float]:
     issuer: TokenIssuer = request.app.state.token_issuer
     verifier: OidcVerifier | None = request.app.state.oidc_verifier
+    sessions = sessions_of(request)
     try:
         # With an IdP configured, the unverified issuer only picks the path; each path
         # verifies with its own keys and its own algorithm list.
         if verifier is not None and _claimed_issuer(token) == verifier.issuer:
-            return await _from_idp_token(verifier, token, users)
-        return await _from_own_token(issuer, token, users)
+            return await _from_idp_token(verifier, token, sessions)
+        return await _from_own_token(issuer, token, sessions)
     except jwt.ExpiredSignatureError:
         raise _invalid_token("The token has expired.") from None
     except jwt.ImmatureSignatureError:
         raise _invalid_token("The token is not valid yet.") from None
-    except (jwt.InvalidTokenError, KeyError, ValueError):
+    except (jwt.InvalidTokenError, KeyError, ValueError, TypeError):
         raise _invalid_token("The token is invalid.") from None
 
 

@@ -83,6 +83,21 @@ class JwksCache:
         await self._http.aclose()
 
 
+# Claims only ID tokens carry (OpenID Connect Core §2, §3.1.3.6, §3.3.2.11); Keycloak put
+# `nonce` in access tokens before release 25 (keycloak/keycloak#26893). `auth_time` is not
+# among them: RFC 9068 §2.2.1 allows it in access tokens, and Okta's carry it.
+ID_TOKEN_CLAIMS = ("nonce", "at_hash", "c_hash")
+# A back-channel logout token's mark (OpenID Connect Back-Channel Logout §2.4).
+LOGOUT_EVENTS_CLAIM = "events"
+
+
+def token_type(header: dict[str, Any]) -> str:
+    """The JOSE `typ`, normalised (RFC 7515 §4.1.9: "application/" may be omitted, compared
+    case-insensitively); "jwt" when absent."""
+    typ = header.get("typ")
+    return str(typ).lower().removeprefix("application/") if typ is not None else "jwt"
+
+
 class OidcVerifier:
     def __init__(self, settings: Settings) -> None:
         # Settings validated that all three are set together.
@@ -95,6 +110,7 @@ class OidcVerifier:
         self.leeway = settings.jwt_leeway_seconds
         self.roles_claim = settings.oidc_roles_claim
         self.admin_role = settings.oidc_admin_role
+        self.token_types = frozenset(settings.oidc_token_types)
         self.keys = JwksCache(
             settings.oidc_jwks_url,
             ttl=settings.oidc_jwks_cache_ttl_seconds,
@@ -106,8 +122,13 @@ class OidcVerifier:
         header = jwt.get_unverified_header(token)
         if header.get("alg") not in self.algorithms:
             raise jwt.InvalidAlgorithmError("algorithm not allowed")
+        # An ID token or a logout token signed by the same keys for the same audience is not
+        # an access token: only the configured types pass (RFC 8725 §3.11, RFC 9068 §4).
+        typ = token_type(header)
+        if typ not in self.token_types:
+            raise jwt.InvalidTokenError("token type not accepted")
         key = await self.keys.key(header.get("kid"))
-        return jwt.decode(
+        claims: dict[str, Any] = jwt.decode(
             token,
             key,
             algorithms=self.algorithms,
@@ -116,6 +137,9 @@ class OidcVerifier:
             leeway=self.leeway,
             options={"require": ["exp", "iss", "aud", "sub"]},
         )
+        if typ == "jwt" and any(c in claims for c in (*ID_TOKEN_CLAIMS, LOGOUT_EVENTS_CLAIM)):
+            raise jwt.InvalidTokenError("an ID or logout token is not an access token")
+        return claims
 
     def roles(self, claims: dict[str, Any]) -> set[str]:
         """The roles at the configured claim path: a list, or a space-separated string."""

@@ -2,23 +2,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 
+from service.auth import service as auth_service
 from service.auth.dependencies import HasherDep, IssuerDep
 from service.auth.schemas import TokenOut
-from service.kit.database import SessionDep
-from service.kit.problems import Unauthorized
+from service.kit.database import sessions_of
 from service.ratelimit.dependencies import anonymous_rate_limit, login_rate_limit
-from service.users.repository import UserRepository
 
 router = APIRouter(tags=["auth"])
 
-INVALID_CREDENTIALS = Unauthorized(
-    "Incorrect email or password.",
-    code="auth.invalid_credentials",
-    headers={"WWW-Authenticate": 'Bearer realm="api"'},
-)
+# RFC 6749 §5.1: a response carrying a token must not be stored by any cache.
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 @router.post(
@@ -29,24 +25,21 @@ INVALID_CREDENTIALS = Unauthorized(
 )
 async def issue_token(
     request: Request,
+    response: Response,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
-    session: SessionDep,
     hasher: HasherDep,
     issuer: IssuerDep,
 ) -> TokenOut:
     """OAuth2 password flow: `username` is the email."""
-    settings = request.app.state.settings
-    if len(form.password) > settings.password_max_length or "\x00" in form.username:
-        raise INVALID_CREDENTIALS  # never hash an oversized input; no email holds a NUL
-    users = UserRepository(session)
-    user = await users.get_by_email(form.username)
-    # Unknown email or not: one Argon2 verification either way (no user enumeration by timing).
-    valid, rehashed = await hasher.verify(form.password, user.hashed_password if user else None)
-    if user is None or not valid or not user.is_active:
-        raise INVALID_CREDENTIALS
-    if rehashed:  # Argon2 parameters changed since this hash was made
-        await users.update(user, {"hashed_password": rehashed})
-    token = issuer.issue(str(user.id), [user.role])
+    response.headers.update(NO_STORE)
+    token = await auth_service.login(
+        sessions_of(request),
+        hasher,
+        issuer,
+        request.app.state.settings,
+        username=form.username,
+        password=form.password,
+    )
     return TokenOut(access_token=token, expires_in=issuer.ttl)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,6 +35,9 @@ log = logging.getLogger("service.errors")
 
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?:index '([^']+)'|(\S+))")
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock
+# Integrity violations that are the client's input, not a clash with other data: 422, not 409.
+_INVALID_SQLSTATES = {"23502", "23514"}  # not_null_violation, check_violation
+_SQLITE_INVALID = re.compile(r"^(NOT NULL|CHECK) constraint failed")
 _UNAVAILABLE = (sa_exc.TimeoutError, ConnectionError, TimeoutError, OSError)
 
 
@@ -56,9 +60,22 @@ def _constraint_name(exc: sa_exc.IntegrityError) -> str | None:
     return None
 
 
+def _sqlstate(exc: BaseException) -> str | None:
+    for cause in _causes(exc):
+        if state := getattr(cause, "sqlstate", None):
+            return str(state)
+    return None
+
+
 def classify_db_error(exc: BaseException) -> AppError | None:
     """The client-facing error for a database exception, or None when it is a plain bug."""
     if isinstance(exc, sa_exc.IntegrityError):
+        if _sqlstate(exc) in _INVALID_SQLSTATES or _SQLITE_INVALID.match(str(exc.orig)):
+            return UnprocessableContent(
+                "A required value is missing or a value is out of range.",
+                code="request.invalid_data",
+            )
+        # Unique (23505) and foreign-key (23503) violations: the data clashes with other rows.
         name = _constraint_name(exc)
         code, detail = CONSTRAINTS.get(name or "", ("conflict", "The data conflicts."))
         return Conflict(detail, code=code)
@@ -132,15 +149,34 @@ async def _on_validation_error(request: Request, exc: Exception) -> ProblemRespo
 async def _on_db_error(request: Request, exc: Exception) -> ProblemResponse:
     mapped = classify_db_error(exc)
     if mapped is None:
-        return _internal_error(request.url.path, exc)
+        _log_db_error(request.url.path, exc)
+        return _internal_problem(request.url.path)
     if mapped.status >= 500:
         log.warning("database unavailable: %s", type(exc).__name__)
     return _app_error_response(request, mapped)
 
 
-def _internal_error(path: str, exc: BaseException) -> ProblemResponse:
-    log.error("unhandled error on %s", path, exc_info=exc)
+def _log_db_error(path: str, exc: BaseException) -> None:
+    """An unclassified database error, logged by kind, SQLSTATE and stack only: the message of
+    a driver error can quote the values it was given (password hashes, emails), and the engine
+    hides bound parameters (hide_parameters) but cannot rewrite the driver's text."""
+    kinds = " <- ".join(type(cause).__name__ for cause in _causes(exc))
+    stack = "".join(traceback.format_tb(exc.__traceback__))
+    log.error(
+        "unhandled database error on %s: %s (sqlstate %s)\n%s", path, kinds, _sqlstate(exc), stack
+    )
+
+
+def _internal_problem(path: str) -> ProblemResponse:
     return problem("internal", "An unexpected error occurred.", instance=path)
+
+
+def _internal_error(path: str, exc: BaseException) -> ProblemResponse:
+    if isinstance(exc, sa_exc.SQLAlchemyError):
+        _log_db_error(path, exc)
+    else:
+        log.error("unhandled error on %s", path, exc_info=exc)
+    return _internal_problem(path)
 
 
 class CatchUnhandled:

@@ -32,8 +32,8 @@ class Repository(Generic[ModelT]):
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get_by_id(self, id_: uuid.UUID) -> ModelT | None:
-        return await self.session.get(self.model, id_)
+    async def get_by_id(self, id_: uuid.UUID, *, for_update: bool = False) -> ModelT | None:
+        return await self.session.get(self.model, id_, with_for_update=for_update or None)
 
     async def create(self, obj: ModelT) -> ModelT:
         self.session.add(obj)

@@ -13,6 +13,11 @@ class Role(StrEnum):
     user = "user"
     admin = "admin"
 
+    def at_most(self, other: Role) -> Role:
+        """The weaker of the two roles (user < admin): a key's authority is capped by its
+        owner's current role."""
+        return Role.user if Role.user in (self, other) else Role.admin
+
 
 class User(TimestampedModel):
     __tablename__ = "users"

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.kit.repository import Page, Repository
@@ -31,3 +32,13 @@ class UserRepository(Repository[User]):
         autocommit session could not open)."""
         dialect = postgresql if self.session.get_bind().dialect.name == "postgresql" else sqlite
         await self.session.execute(dialect.insert(User).values(**values).on_conflict_do_nothing())
+
+    async def replace_password(self, user_id: uuid.UUID, *, expected: str, new: str) -> bool:
+        """Store `new` unless the hash changed since it was read as `expected` (a concurrent
+        password change wins over a re-hash of the old password)."""
+        result = await self.session.execute(
+            update(User)
+            .where(User.id == user_id, User.hashed_password == expected)
+            .values(hashed_password=new)
+        )
+        return bool(getattr(result, "rowcount", 0))

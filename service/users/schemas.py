@@ -23,7 +23,9 @@ FullName = Annotated[str, stored_text(max_length=200)]
 
 
 class UserRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    # Frozen: the authenticated caller's snapshot (Principal.user) is one, shared by the
+    # requests the principal cache serves.
+    model_config = ConfigDict(from_attributes=True, frozen=True)
 
     id: uuid.UUID
     email: str | None

@@ -65,6 +65,8 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
             "rate_limit_login": "1000/minute",
             "rate_limit_user": "10000/minute",
             "rate_limit_anonymous": "10000/minute",
+            # Off unless a test is about it: most tests change a user and look at once.
+            "auth_cache_ttl_seconds": 0,
             **FAST_HASHING,
         }
         return Settings(**(base | overrides))

@@ -27,8 +27,12 @@ class SigningKey:
         return public | {"kid": self.kid, "alg": "RS256", "use": "sig"}
 
     def sign(self, claims: dict[str, Any], **headers: Any) -> str:
+        """An RFC 9068 access token by default (`typ` at+jwt); pass typ= for other kinds."""
         return jwt.encode(
-            claims, self.private, algorithm="RS256", headers={"kid": self.kid} | headers
+            claims,
+            self.private,
+            algorithm="RS256",
+            headers={"kid": self.kid, "typ": "at+jwt"} | headers,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -301,3 +302,113 @@ async def test_text_no_database_can_store_is_422_not_500(
     )
     body = assert_problem(response, 422)
     assert body["errors"][0]["loc"] == ["body", "full_name"]
+
+
+# --- what an API key acts as ------------------------------------------------------------------
+
+
+async def test_a_demoted_admins_key_loses_its_admin_power(
+    client: httpx.AsyncClient, create_user: CreateUser, admin_headers: dict[str, str]
+) -> None:
+    minter = await create_user(role=Role.admin)
+    assert minter.email
+    key = (await _new_key(client, await login(client, minter.email), role="admin"))["key"]
+    as_key = {"X-API-Key": key}
+    assert (await client.get("/api/v1/users", headers=as_key)).status_code == 200
+    demoted = await client.patch(
+        f"/api/v1/users/{minter.id}", json={"role": "user"}, headers=admin_headers
+    )
+    assert demoted.status_code == 200
+    # The key's stored role is admin, but never more than its creator's current role.
+    assert_problem(await client.get("/api/v1/users", headers=as_key), 403, "auth.role_required")
+    assert (await client.get("/api/v1/users/me", headers=as_key)).json()["role"] == "user"
+
+
+async def test_a_key_acts_as_its_own_account_never_as_its_creator(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    admin_id = (await client.get("/api/v1/users/me", headers=admin_headers)).json()["id"]
+    admins_item = await _item(client, admin_headers, "the admin's")
+    created = await _new_key(client, admin_headers, role="user")
+    as_key = {"X-API-Key": created["key"]}
+    me = (await client.get("/api/v1/users/me", headers=as_key)).json()
+    assert me["id"] != admin_id
+    # The creator's items are out of reach...
+    assert_problem(await client.get(f"/api/v1/items/{admins_item}", headers=as_key), 404)
+    assert_problem(await client.delete(f"/api/v1/items/{admins_item}", headers=as_key), 404)
+    assert (await client.get(f"/api/v1/items/{admins_item}", headers=admin_headers)).is_success
+    # ...and what the key creates is its own account's.
+    own = await client.post("/api/v1/items", json={"title": "the key's"}, headers=as_key)
+    assert own.json()["owner_id"] == me["id"]
+    listed = (await client.get("/api/v1/items", headers=as_key)).json()["items"]
+    assert [i["title"] for i in listed] == ["the key's"]
+    assert me["id"] == created["service_user_id"]
+    assert me["email"] is None
+
+
+async def test_a_key_cannot_mint_keys(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    admin_key = {"X-API-Key": (await _new_key(client, admin_headers, role="admin"))["key"]}
+    response = await client.post("/api/v1/api-keys", json={"name": "child"}, headers=admin_key)
+    assert_problem(response, 403, "api_key.minted_by_key")
+
+
+async def test_deactivating_a_keys_account_disables_the_key(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    created = await _new_key(client, admin_headers)
+    await client.delete(f"/api/v1/users/{created['service_user_id']}", headers=admin_headers)
+    response = await client.get("/api/v1/users/me", headers={"X-API-Key": created["key"]})
+    assert_problem(response, 401, "auth.invalid_api_key")
+
+
+async def test_a_key_minted_before_service_accounts_is_linked_on_first_use(
+    client: httpx.AsyncClient, app: FastAPI, create_user: CreateUser
+) -> None:
+    """The release before migration 0002 inserts keys without an account; concurrent first
+    requests (reads) link exactly one."""
+    from sqlalchemy import func, select
+
+    from service.api_keys import secrets as key_secrets
+    from service.api_keys.models import ApiKey
+    from service.users.models import User
+
+    creator = await create_user(role=Role.admin)
+    secret, prefix, secret_hash = key_secrets.new_key()
+    async with app.state.sessionmaker() as session, session.begin():
+        session.add(
+            ApiKey(name="old", prefix=prefix, secret_hash=secret_hash, created_by_id=creator.id)
+        )
+    responses = [
+        await asyncio.gather(
+            *(client.get("/api/v1/users/me", headers={"X-API-Key": secret}) for _ in range(4))
+        )
+    ][0]
+    assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert responses[0].json()["id"] != str(creator.id)
+    async with app.state.sessionmaker() as session:
+        key = await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+        accounts = await session.scalar(select(func.count()).select_from(User))
+    assert key is not None
+    assert str(key.service_user_id) == responses[0].json()["id"]
+    assert accounts == 2  # the creator and the key's account
+
+
+async def test_null_leaves_a_field_as_it_is(
+    client: httpx.AsyncClient, user_headers: dict[str, str], admin_headers: dict[str, str]
+) -> None:
+    """Every user column is NOT NULL: a null in a PATCH means "no change", never a 422 (or the
+    409 a NOT NULL violation used to be)."""
+    me = await client.patch("/api/v1/users/me", json={"full_name": "Kept"}, headers=user_headers)
+    nulled = await client.patch("/api/v1/users/me", json={"full_name": None}, headers=user_headers)
+    assert nulled.status_code == 200, nulled.text
+    assert nulled.json()["full_name"] == "Kept"
+    by_admin = await client.patch(
+        f"/api/v1/users/{me.json()['id']}",
+        json={"full_name": None, "role": None, "is_active": None},
+        headers=admin_headers,
+    )
+    assert by_admin.status_code == 200, by_admin.text
+    assert by_admin.json()["role"] == "user"

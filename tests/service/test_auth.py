@@ -32,6 +32,9 @@ async def test_login_issues_a_short_lived_token_with_every_claim(
         "/api/v1/auth/token", data={"username": "alice@example.com", "password": PASSWORD}
     )
     assert response.status_code == 200
+    # RFC 6749 §5.1: no cache may store a response that carries a token.
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["pragma"] == "no-cache"
     body = response.json()
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == 900

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import ast
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 
+from service.items.models import Item
+from service.kit.database import SessionDep
 from service.kit.problems import (
     CATALOGUE,
     HTTP_CODES,
@@ -22,7 +26,7 @@ from service.kit.problems import (
     problem,
     register_constraint,
 )
-from tests.service.conftest import assert_problem, client_for
+from tests.service.conftest import CreateUser, assert_problem, client_for
 
 SERVICE = Path(__file__).resolve().parents[2] / "service"
 
@@ -323,3 +327,54 @@ async def test_openapi_describes_the_catalogue(client: httpx.AsyncClient) -> Non
         "title": CATALOGUE["user.email_taken"].title,
         "type": "/problems/user.email_taken",
     }
+
+
+# --- integrity violations: 422 for bad values, 409 for clashes with other rows -----------------
+
+
+async def test_not_null_and_check_violations_are_422_unique_and_fk_are_409(
+    app: FastAPI, create_user: CreateUser
+) -> None:
+    owner = await create_user()
+
+    async def not_null(session: SessionDep) -> None:
+        session.add(Item(owner_id=owner.id, title=None))
+        await session.flush()
+
+    async def check(session: SessionDep) -> None:
+        await session.execute(text("CREATE TEMP TABLE probe (n integer CHECK (n > 0))"))
+        await session.execute(text("INSERT INTO probe (n) VALUES (-1)"))
+
+    async def foreign_key(session: SessionDep) -> None:
+        session.add(Item(owner_id=uuid.uuid4(), title="orphan"))
+        await session.flush()
+
+    for name, route in (("not-null", not_null), ("check", check), ("fk", foreign_key)):
+        app.add_api_route(f"/test/{name}", route, methods=["POST"])
+    async with client_for(app) as client:
+        assert_problem(await client.post("/test/not-null"), 422, "request.invalid_data")
+        assert_problem(await client.post("/test/check"), 422, "request.invalid_data")
+        assert_problem(await client.post("/test/fk"), 409, "conflict")
+
+
+async def test_an_unclassified_database_error_is_logged_without_its_values(
+    app: FastAPI, caplog: pytest.LogCaptureFixture, database_url: str
+) -> None:
+    if not database_url.startswith("postgresql"):
+        return  # SQLite reports an unknown column as OperationalError (503), not a bug (500)
+    email, password_hash = "victim@example.com", "$argon2id$v=19$m=19456,t=2,p=1$c2VjcmV0"
+
+    async def broken_query(session: SessionDep) -> None:
+        await session.execute(
+            text("SELECT no_such_column FROM users WHERE email = :email AND hashed_password = :h"),
+            {"email": email, "h": password_hash},
+        )
+
+    app.add_api_route("/test/broken-query", broken_query, methods=["POST"])
+    with caplog.at_level("INFO"):
+        async with client_for(app) as client:
+            assert_problem(await client.post("/test/broken-query"), 500, "internal")
+    # caplog.text is every record as formatted, tracebacks included.
+    assert "broken-query" in caplog.text  # the error is logged...
+    assert email not in caplog.text  # ...without the values it was given
+    assert password_hash not in caplog.text

@@ -165,15 +165,19 @@ def idp() -> Iterator[JwksServer]:
         yield server
 
 
+def _idp_settings(idp: JwksServer) -> dict[str, Any]:
+    return {
+        "oidc_jwks_url": idp.url,
+        "oidc_issuer": IDP_ISSUER,
+        "oidc_audience": IDP_AUDIENCE,
+        "oidc_roles_claim": "realm_access.roles",
+        "oidc_jwks_min_refresh_seconds": 60,
+    }
+
+
 @pytest.fixture
 def idp_app(make_app: Callable[..., FastAPI], idp: JwksServer) -> FastAPI:
-    return make_app(
-        oidc_jwks_url=idp.url,
-        oidc_issuer=IDP_ISSUER,
-        oidc_audience=IDP_AUDIENCE,
-        oidc_roles_claim="realm_access.roles",
-        oidc_jwks_min_refresh_seconds=60,
-    )
+    return make_app(**_idp_settings(idp))
 
 
 def _idp_claims(sub: str = "idp|42", **changes: Any) -> dict[str, Any]:
@@ -334,3 +338,95 @@ def test_scope_strings_are_roles() -> None:
         "items:write",
     }
     assert verifier.roles({"other": 1}) == set()
+
+
+# --- token types: only access tokens are access tokens ----------------------------------------
+
+
+def _id_token_claims(sub: str = "idp|42") -> dict[str, Any]:
+    # What an OpenID Connect ID token for our client carries besides the access token's claims.
+    return _idp_claims(sub) | {"nonce": "n-0S6_WzA2Mj", "auth_time": int(time.time()) - 5}
+
+
+def _logout_token_claims() -> dict[str, Any]:
+    events: dict[str, Any] = {"http://schemas.openid.net/event/backchannel-logout": {}}
+    return _idp_claims() | {"events": events, "jti": "logout-1"}
+
+
+async def _me_status(app: FastAPI, token: str) -> int:
+    async with client_for(app) as client:
+        response = await client.get(
+            "/api/v1/users/me", headers={"Authorization": f"Bearer {token}"}
+        )
+    if response.status_code == 401:
+        assert_problem(response, 401, "auth.invalid_token")
+    return response.status_code
+
+
+@pytest.mark.parametrize(
+    ("typ", "status"),
+    [("at+jwt", 200), ("application/at+jwt", 200), ("AT+JWT", 200), ("JWT", 401), (None, 401)],
+)
+async def test_by_default_only_typed_access_tokens_pass(
+    idp_app: FastAPI, idp: JwksServer, typ: str | None, status: int
+) -> None:
+    token = idp.keys[0].sign(_idp_claims(), typ=typ)
+    assert await _me_status(idp_app, token) == status
+
+
+async def test_an_id_token_is_not_an_access_token(idp_app: FastAPI, idp: JwksServer) -> None:
+    # An ID token is typ JWT: refused by type alone.
+    assert await _me_status(idp_app, idp.keys[0].sign(_id_token_claims(), typ="JWT")) == 401
+
+
+@pytest.mark.parametrize("typ", ["logout+jwt", "JWT"])
+async def test_a_logout_token_is_not_an_access_token(
+    idp_app: FastAPI, idp: JwksServer, typ: str
+) -> None:
+    assert await _me_status(idp_app, idp.keys[0].sign(_logout_token_claims(), typ=typ)) == 401
+
+
+@pytest.fixture
+def plain_jwt_idp_app(make_app: Callable[..., FastAPI], idp: JwksServer) -> FastAPI:
+    """A provider that issues untyped access tokens (Entra ID, Auth0's default profile, ...)."""
+    return make_app(**_idp_settings(idp), oidc_token_types="at+jwt,JWT")
+
+
+async def test_plain_jwt_access_tokens_pass_only_where_settings_say_so(
+    plain_jwt_idp_app: FastAPI, idp: JwksServer
+) -> None:
+    assert await _me_status(plain_jwt_idp_app, idp.keys[0].sign(_idp_claims(), typ="JWT")) == 200
+    assert await _me_status(plain_jwt_idp_app, idp.keys[0].sign(_idp_claims(), typ=None)) == 200
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"nonce": "n-1"}, {"at_hash": "77QmUPtjPfzWtF2AnpK9RQ"}, {"c_hash": "LDktKdoQak3Pk0cnXxCltA"}],
+    ids=["nonce", "at_hash", "c_hash"],
+)
+async def test_with_plain_jwt_allowed_id_tokens_are_still_refused(
+    plain_jwt_idp_app: FastAPI, idp: JwksServer, extra: dict[str, str]
+) -> None:
+    token = idp.keys[0].sign(_idp_claims() | extra, typ="JWT")
+    assert await _me_status(plain_jwt_idp_app, token) == 401
+
+
+async def test_with_plain_jwt_allowed_logout_tokens_are_still_refused(
+    plain_jwt_idp_app: FastAPI, idp: JwksServer
+) -> None:
+    for typ in ("JWT", "logout+jwt"):
+        token = idp.keys[0].sign(_logout_token_claims(), typ=typ)
+        assert await _me_status(plain_jwt_idp_app, token) == 401
+
+
+def test_token_types_accept_only_access_token_types() -> None:
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    assert Settings(oidc_token_types="application/AT+JWT,JWT").oidc_token_types == [
+        "at+jwt",
+        "jwt",
+    ]
+    with pytest.raises(ValidationError, match="logout"):
+        Settings(oidc_token_types="at+jwt,logout+jwt")

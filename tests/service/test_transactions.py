@@ -7,6 +7,7 @@ import asyncio
 import uuid
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
@@ -116,3 +117,38 @@ async def test_reads_run_outside_a_transaction_and_writes_inside_one(
     # A GET pays no BEGIN and COMMIT round trips; a POST's statements commit or roll back as one.
     assert read.json() == {"in_transaction": False}
     assert write.json() == {"in_transaction": True}
+
+
+async def test_a_read_request_cannot_write(app: FastAPI, create_user: CreateUser) -> None:
+    """GETs run in autocommit: a write there would commit at once and survive the error that
+    follows. The read session refuses it instead."""
+    from sqlalchemy import insert
+
+    owner = await create_user()
+
+    async def flush_on_a_read(session: SessionDep) -> dict[str, str]:
+        session.add(Item(owner_id=owner.id, title="written by a GET"))
+        await session.flush()
+        return {"status": "wrote"}
+
+    async def insert_on_a_read(session: SessionDep) -> dict[str, str]:
+        await session.execute(insert(Item).values(id=uuid.uuid4(), owner_id=owner.id, title="x"))
+        return {"status": "wrote"}
+
+    app.add_api_route("/test/flush-on-read", flush_on_a_read, methods=["GET"])
+    app.add_api_route("/test/insert-on-read", insert_on_a_read, methods=["GET"])
+    async with client_for(app) as client:
+        for path in ("/test/flush-on-read", "/test/insert-on-read"):
+            assert_problem(await client.get(path), 500, "internal")
+    assert await _count(app, Item) == 0
+
+
+async def test_a_read_session_raises_on_flush(app: FastAPI, create_user: CreateUser) -> None:
+    from service.kit.database import ReadOnlySessionError
+
+    owner = await create_user()
+    async with app.state.read_sessionmaker() as session:
+        assert await session.get(User, owner.id) is not None  # reading is what it is for
+        session.add(Item(owner_id=owner.id, title="no"))
+        with pytest.raises(ReadOnlySessionError):
+            await session.flush()

@@ -1,0 +1,68 @@
+"""The per-worker cache of verified principals: what it saves, and its bounds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import event
+
+from service.auth.cache import TtlCache, credential_key
+from tests.service.conftest import CreateUser, client_for, login
+
+
+async def test_a_cached_principal_costs_no_database_round_trip(
+    make_app: Callable[..., FastAPI], create_user: CreateUser
+) -> None:
+    app = make_app(auth_cache_ttl_seconds=1.0)
+    user = await create_user()
+    assert user.email
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    async with client_for(app) as client:
+        headers = await login(client, user.email)
+        event.listen(app.state.engine.sync_engine, "before_cursor_execute", count)
+        first = await client.get("/api/v1/users/me", headers=headers)
+        looked_up = len(statements)
+        again = await client.get("/api/v1/users/me", headers=headers)
+    assert first.json() == again.json()
+    assert looked_up == 1  # the first request reads the row...
+    assert len(statements) == looked_up  # ...the second is served from the cache
+
+
+def test_entries_expire_and_the_oldest_goes_first() -> None:
+    cache: TtlCache[str] = TtlCache(ttl=0.2, max_entries=2)
+    a, b, c = (credential_key("bearer", t) for t in "abc")
+    cache.put(a, "a")
+    cache.put(b, "b")
+    cache.put(c, "c")
+    assert len(cache) == 2
+    assert cache.get(a) is None  # evicted: the oldest
+    assert cache.get(c) == "c"
+    cache.put(a, "short", max_age=0.05)  # e.g. a token about to expire
+    time.sleep(0.06)
+    assert cache.get(a) is None
+    assert cache.get(c) == "c"
+    time.sleep(0.2)
+    assert cache.get(c) is None
+
+
+def test_a_zero_ttl_caches_nothing() -> None:
+    cache: TtlCache[str] = TtlCache(ttl=0, max_entries=10)
+    cache.put(b"k", "v")
+    assert len(cache) == 0
+
+
+def test_the_ttl_cannot_exceed_one_second() -> None:
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    with pytest.raises(ValidationError, match="auth_cache_ttl_seconds"):
+        Settings(auth_cache_ttl_seconds=2)
