@@ -270,6 +270,25 @@ _CATALOGUE_ENTRIES = (
         example_detail="The current password is wrong.",
     ),
     ErrorCode(
+        code="user.password_changed",
+        status=409,
+        title="Password changed meanwhile",
+        meaning="Another request changed this account's password while this one was checking the "
+        "current password, so the change was not made.",
+        action="Send the request again with the password that is current now.",
+        example_detail="The password changed meanwhile; retry.",
+    ),
+    ErrorCode(
+        code="api_key.minted_by_key",
+        status=403,
+        title="API keys cannot mint API keys",
+        meaning="Keys are minted by an administrator signed in with a token; a key's authority is "
+        "capped by its creator's current role, which a key-minted key would escape.",
+        action="Mint the key with an administrator's bearer token instead of an API key.",
+        example_detail="API keys cannot mint API keys.",
+        example_path="/api/v1/api-keys",
+    ),
+    ErrorCode(
         code="user.self_lockout",
         status=409,
         title="Admins cannot lock themselves out",
