@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.routing import Route
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from service import health, openapi
 from service.api_keys.routes import router as api_keys_router
@@ -15,6 +16,8 @@ from service.auth.jwks import OidcVerifier
 from service.auth.passwords import PasswordHasher
 from service.auth.routes import router as auth_router
 from service.auth.tokens import TokenIssuer
+from service.frontdoor.door import FrontDoor
+from service.frontdoor.headers import RateLimitHeaders
 from service.items.routes import router as items_router
 from service.kit.body_limit import BodySizeLimit
 from service.kit.database import create_engine, create_sessionmaker
@@ -36,6 +39,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     if app.state.oidc_verifier is not None:
         await app.state.oidc_verifier.keys.aclose()
+    await app.state.limiter.aclose()
     await app.state.engine.dispose()
 
 
@@ -60,8 +64,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_issuer = TokenIssuer(settings)
     app.state.oidc_verifier = OidcVerifier(settings) if settings.oidc_jwks_url else None
     app.state.limiter = Limiter(settings)
+    app.state.frontdoor = FrontDoor(settings, app.state.limiter)
 
     install_error_handlers(app)
+    # Outside CatchUnhandled: even a 500 carries the budget the request was charged.
+    app.add_middleware(RateLimitHeaders)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -71,9 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=[
                 "X-Request-ID",
                 "Retry-After",
-                "RateLimit-Limit",
-                "RateLimit-Remaining",
-                "RateLimit-Reset",
+                "RateLimit-Policy",
+                "RateLimit",
             ],
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
@@ -83,6 +89,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access_log_enabled=settings.access_log == "json",
         metrics_enabled=settings.metrics_enabled,
     )
+    if settings.trusted_proxies:
+        # The one place X-Forwarded-For (and -Proto) is believed, from TRUSTED_PROXIES only:
+        # the client address the front door, the access log and the metrics see. The server's
+        # own proxy handling is off (http_server.py, __main__.py).
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
 
     routers = (health.router, auth_router, users_router, items_router, api_keys_router)
     for router in routers:

@@ -7,9 +7,9 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from service.auth.dependencies import HasherDep, IssuerDep
 from service.auth.schemas import TokenOut
+from service.frontdoor import client_budget, login_budget
 from service.kit.database import SessionDep
 from service.kit.problems import Unauthorized
-from service.ratelimit.dependencies import anonymous_rate_limit, login_rate_limit
 from service.users.repository import UserRepository
 
 router = APIRouter(tags=["auth"])
@@ -24,7 +24,7 @@ INVALID_CREDENTIALS = Unauthorized(
 @router.post(
     "/api/v1/auth/token",
     response_model=TokenOut,
-    dependencies=[Depends(login_rate_limit)],
+    dependencies=[Depends(login_budget)],
     responses={401: {"description": "Wrong email or password"}, 429: {"description": "Too many"}},
 )
 async def issue_token(
@@ -50,7 +50,7 @@ async def issue_token(
     return TokenOut(access_token=token, expires_in=issuer.ttl)
 
 
-@router.get("/.well-known/jwks.json", dependencies=[Depends(anonymous_rate_limit)])
+@router.get("/.well-known/jwks.json", dependencies=[Depends(client_budget)])
 async def jwks(issuer: IssuerDep) -> dict[str, Any]:
     """Public keys of our own issuer (empty with HS256)."""
     return issuer.jwks()

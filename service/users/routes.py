@@ -4,11 +4,11 @@ import uuid
 
 from fastapi import APIRouter, Depends, Request
 
-from service.auth.dependencies import AdminUser, CurrentUser, HasherDep
+from service.auth.dependencies import HasherDep
+from service.frontdoor import AdminUser, CurrentUser, front_door, spend_password_attempt
 from service.kit.database import SessionDep
 from service.kit.pagination import PageDep, PageOut
 from service.kit.problems import Conflict, Forbidden, NotFound, invalid_field
-from service.ratelimit.dependencies import user_rate_limit
 from service.settings import Settings
 from service.users.models import User
 from service.users.repository import UserRepository
@@ -17,7 +17,7 @@ from service.users.schemas import MeUpdate, UserAdminUpdate, UserCreate, UserRea
 router = APIRouter(
     prefix="/api/v1/users",
     tags=["users"],
-    dependencies=[Depends(user_rate_limit)],
+    dependencies=[Depends(front_door)],
     responses={401: {"description": "Not authenticated"}, 429: {"description": "Rate limited"}},
 )
 
@@ -44,6 +44,7 @@ async def update_me(
     changes = body.model_dump(exclude_unset=True, exclude={"password", "current_password"})
     if body.password is not None:
         check_password_policy(request.app.state.settings, body.password)
+        await spend_password_attempt(request, principal.user.email or str(principal.user.id))
         valid, _ = await hasher.verify(body.current_password or "", principal.user.hashed_password)
         if not valid:
             raise Forbidden("The current password is wrong.", code="user.wrong_password")

@@ -63,6 +63,7 @@ async def test_database_outage_answers_503_and_recovers_without_restart(
             "DB_POOL_TIMEOUT": str(POOL_TIMEOUT),
             "DB_COMMAND_TIMEOUT": str(COMMAND_TIMEOUT),
             **GENEROUS_LIMITS,
+            "RATE_LIMIT_STORAGE": "memory",  # no Redis in this case: per-process limits
         }
     )
     pid = server.process.pid
