@@ -33,8 +33,7 @@ class Policy:
         )
 
     def charge(self, identity: str) -> Charge:
-        digest = _digest(identity)
-        return Charge(self, tuple(f"{self.prefix}:{w.seconds}:{digest}" for w in self.windows))
+        return _charge(self, identity)
 
 
 class Charge:
@@ -54,9 +53,11 @@ class Charge:
 
 
 @lru_cache(maxsize=8192)
-def _digest(identity: str) -> str:
-    # Fixed-length keys whatever the identity (an address, a username, an id).
-    return hashlib.blake2b(identity.encode(), digest_size=16).hexdigest()
+def _charge(policy: Policy, identity: str) -> Charge:
+    # Fixed-length keys whatever the identity (an address, a username, an id); cached, since
+    # the same clients and users come back request after request.
+    digest = hashlib.blake2b(identity.encode(), digest_size=16).hexdigest()
+    return Charge(policy, tuple(f"{policy.prefix}:{w.seconds}:{digest}" for w in policy.windows))
 
 
 @lru_cache(maxsize=4096)
