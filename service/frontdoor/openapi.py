@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
 from service.frontdoor.dependencies import front_door
@@ -29,8 +29,9 @@ def document_security(app: FastAPI, openapi: dict[str, Any]) -> dict[str, Any]:
         name: model.model_dump(mode="json", by_alias=True, exclude_none=True)
         for name, model in SCHEMES.items()
     }
-    for route in app.routes:
-        if isinstance(route, APIRoute) and _uses_front_door(route.dependant):
+    # The routes as the app serves them (FastAPI nests included routers).
+    for route in iter_route_contexts(app.routes):
+        if isinstance(route.original_route, APIRoute) and _uses_front_door(route.dependant):
             for method in route.methods or ():
                 openapi["paths"][route.path_format][method.lower()]["security"] = REQUIREMENT
     return openapi

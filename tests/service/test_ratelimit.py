@@ -12,10 +12,14 @@ from collections.abc import Callable
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.security.base import SecurityBase
 from redis.asyncio import Redis
 
-from service.frontdoor import front_door
+from service.frontdoor import front_door, require_admin
 from service.frontdoor.budgets import client_identity
+from service.kit.database import get_session
 from service.ratelimit.breaker import CircuitBreaker
 from service.ratelimit.gcra import MICROS, Window, gcra
 from service.ratelimit.limiter import Limiter
@@ -553,3 +557,33 @@ async def test_a_restarted_redis_costs_no_request_even_when_closed() -> None:
         await limiter.aclose()
     finally:
         redis.stop()
+
+
+# --- the front door's shape ---------------------------------------------------------------------
+
+
+def _calls(dependant: Dependant) -> list[object]:
+    return [c for d in dependant.dependencies for c in (d.call, *_calls(d))]
+
+
+def test_routes_declare_one_flat_front_door(app: FastAPI) -> None:
+    routes = {
+        (route.path_format, method): route
+        for route in iter_route_contexts(app.routes)
+        if isinstance(route.original_route, APIRoute)
+        for method in route.methods or ()
+    }
+    me = _calls(routes["/api/v1/users/me", "GET"].dependant)
+    assert set(me) == {front_door, get_session}  # the router's and the parameter's, cached
+    assert not [c for c in me if isinstance(c, SecurityBase)]  # headers are read directly
+    keys = _calls(routes["/api/v1/api-keys", "POST"].dependant)
+    assert keys.index(front_door) > keys.index(require_admin)  # require_admin needs it first
+
+
+async def test_the_openapi_document_still_declares_both_schemes(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    either: list[dict[str, list[str]]] = [{"OAuth2PasswordBearer": []}, {"APIKeyHeader": []}]
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            public = not path.startswith("/api/v1/") or path == "/api/v1/auth/token"
+            assert operation.get("security") == (None if public else either), (method, path)
