@@ -433,6 +433,19 @@ async def test_error_responses_keep_the_ratelimit_headers(
             assert "user-60s" in states(response), status
 
 
+async def test_cors_exposes_the_ratelimit_headers(
+    make_app: Callable[..., FastAPI], user_headers: dict[str, str]
+) -> None:
+    app = make_app(cors_origins=["https://app.example"])
+    async with _client(app) as client:
+        origin = {"Origin": "https://app.example"}
+        response = await client.get("/api/v1/users/me", headers=user_headers | origin)
+    exposed = {
+        h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")
+    }
+    assert {"ratelimit-policy", "ratelimit", "retry-after"} <= exposed
+
+
 async def test_rate_limit_headers_can_be_turned_off(
     limited: Callable[..., FastAPI], user_headers: dict[str, str]
 ) -> None:
