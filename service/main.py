@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -93,7 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The one place X-Forwarded-For (and -Proto) is believed, from TRUSTED_PROXIES only:
         # the client address the front door, the access log and the metrics see. The server's
         # own proxy handling is off (http_server.py, __main__.py).
-        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+        # Networks as written ("10.0.0.5/8" too): Uvicorn would take a non-strict one for a
+        # host name and never match it.
+        networks = [str(ipaddress.ip_network(n, strict=False)) for n in settings.trusted_proxies]
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=networks)
 
     routers = (health.router, auth_router, users_router, items_router, api_keys_router)
     for router in routers:

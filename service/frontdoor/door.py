@@ -61,9 +61,7 @@ class FrontDoor:
         api_key = headers.get("x-api-key")
         bearer = _bearer_token(headers.get("authorization"))
         credential = api_key or bearer
-        digest = (
-            hashlib.blake2b(credential.encode(), digest_size=16).digest() if credential else b""
-        )
+        digest = _digest(credential) if credential else b""
         known = self._known.get(digest) if digest else None
         client = self.client.charge(client_identity(_peer(scope)))
         await self.charge(scope, (client, known) if isinstance(known, Charge) else (client,))
