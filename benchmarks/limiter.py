@@ -1,9 +1,11 @@
 """`python -m benchmarks.limiter`: the rate limiter's own cost, outside the server.
 
-Client CPU (this process's user + system time) and wall time per request of the calls the
-service's limiter makes on Redis: `hit` alone (RATE_LIMIT_HEADERS=false) and `hit` followed by
-`get_window_stats` (the RateLimit-* headers), for both strategies, one request at a time and
-with 16 in flight (what one worker carries under the benchmark's 32 connections and 2 workers).
+Client CPU (this process's user + system time) and wall time per request of the service's
+limiter (service/ratelimit: one GCRA script call that charges every window of a request and
+returns the header figures: one window, or the front door's usual two, a client's and a user's)
+against what the `limits` library needs for the same (`hit`, plus `get_window_stats` for the
+headers; both of its strategies), one request at a time and with 16 in flight (what one
+worker carries under the benchmark's 32 connections and 2 workers).
 Run it pinned to one CPU, like the server: `taskset -c 0 .venv/bin/python -m benchmarks.limiter`.
 A diagnosis next to `benchmarks.run`, not a target.
 """
@@ -24,6 +26,9 @@ from limits.aio.strategies import (
     SlidingWindowCounterRateLimiter,
 )
 
+from service.ratelimit.gcra import Window
+from service.ratelimit.limiter import Limiter
+from service.settings import Settings
 from tests.support.databases import REDIS_URL
 
 STRATEGIES: dict[str, type[RateLimiter]] = {
@@ -60,6 +65,27 @@ async def measure(
     return 1e6 * (cpu_seconds() - cpu) / done, 1e6 * (time.perf_counter() - wall) / done
 
 
+async def measure_script(
+    limiter: Limiter, *, requests: int, in_flight: int, windows: int
+) -> tuple[float, float]:
+    """(client CPU µs, wall µs) per request of one script call over `windows` windows."""
+    window = Window(100_000_000, 60)  # never reached
+    args = [window.interval, window.capacity] * windows
+    prefix = f"bench-{uuid.uuid4().hex}"
+
+    async def loop(n: int, user: str) -> None:
+        keys = [f"{prefix}:{w}:{user}" for w in range(windows)]
+        for _ in range(n):
+            await limiter.run(keys, args)
+
+    users = [str(i) for i in range(in_flight)]
+    await asyncio.gather(*(loop(50, u) for u in users))
+    cpu, wall = cpu_seconds(), time.perf_counter()
+    await asyncio.gather(*(loop(requests // in_flight, u) for u in users))
+    done = requests // in_flight * in_flight
+    return 1e6 * (cpu_seconds() - cpu) / done, 1e6 * (time.perf_counter() - wall) / done
+
+
 async def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.limiter", description=__doc__)
     p.add_argument("--requests", type=int, default=4000, help="per measurement (%(default)s)")
@@ -70,7 +96,15 @@ async def main(argv: list[str] | None = None) -> None:
     )
     print("| strategy | in flight | calls per request | client CPU µs/req | wall µs/req |")
     print("|---|---:|---|---:|---:|")
+    limiter = Limiter(Settings(redis_url=opts.redis_url))
     try:
+        for in_flight in (1, 16):
+            for windows in (1, 2):
+                cpu, wall = await measure_script(
+                    limiter, requests=opts.requests, in_flight=in_flight, windows=windows
+                )
+                calls = f"1 script call, {windows} window{'s' * (windows > 1)}, with figures"
+                print(f"| gcra (this service) | {in_flight} | {calls} | {cpu:.0f} | {wall:.0f} |")
         for name, strategy_class in STRATEGIES.items():
             strategy = strategy_class(storage)
             for in_flight in (1, 16):
@@ -82,6 +116,7 @@ async def main(argv: list[str] | None = None) -> None:
                     print(f"| {name} | {in_flight} | {calls} | {cpu:.0f} | {wall:.0f} |")
     finally:
         await storage.reset()
+        await limiter.aclose()
 
 
 if __name__ == "__main__":

@@ -281,7 +281,9 @@ def server_env(database_url: str, redis_url: str) -> dict[str, str]:
         "REDIS_URL": redis_url,
         "RATE_LIMIT_LOGIN": GENEROUS,
         "RATE_LIMIT_USER": GENEROUS,
-        "RATE_LIMIT_ANONYMOUS": GENEROUS,
+        "RATE_LIMIT_CLIENT": GENEROUS,
+        "RATE_LIMIT_LOGIN_IP": GENEROUS,
+        "RATE_LIMIT_LOGIN_USERNAME": GENEROUS,
     }
 
 

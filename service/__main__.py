@@ -142,7 +142,7 @@ def run(settings: Settings) -> None:
         factory=True,
         host=settings.host,
         port=settings.port,
-        forwarded_allow_ips=",".join(settings.trusted_proxies),
+        proxy_headers=False,  # the app handles X-Forwarded-For (main.py, TRUSTED_PROXIES)
         http=PROTOCOL,
         server_header=False,
         access_log=False,

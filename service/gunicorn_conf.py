@@ -38,8 +38,9 @@ keepalive = _settings.keepalive
 # restarting at once.
 max_requests = _settings.max_requests
 max_requests_jitter = _settings.max_requests_jitter
-# The same networks the rate limiter trusts for X-Forwarded-For: nobody else's is believed.
-forwarded_allow_ips = ",".join(_settings.trusted_proxies)
+# X-Forwarded-For is handled by the app alone (main.py, TRUSTED_PROXIES); the workers' own
+# proxy handling is off (http_server.py), and Gunicorn trusts nobody's.
+forwarded_allow_ips = ""
 # The app writes one JSON access line per request itself (ACCESS_LOG=json|off).
 accesslog = None
 errorlog = "-"

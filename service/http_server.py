@@ -62,4 +62,6 @@ class UvicornWorker(BaseUvicornWorker):
         **BaseUvicornWorker.CONFIG_KWARGS,
         "http": PROTOCOL,
         "server_header": False,
+        # X-Forwarded-For is handled in one place: the app (main.py, TRUSTED_PROXIES).
+        "proxy_headers": False,
     }

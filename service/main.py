@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.routing import Route
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from service import docs, health, openapi
 from service.api_keys.routes import router as api_keys_router
@@ -16,6 +18,8 @@ from service.auth.jwks import OidcVerifier
 from service.auth.passwords import PasswordHasher
 from service.auth.routes import router as auth_router
 from service.auth.tokens import TokenIssuer
+from service.frontdoor.door import FrontDoor
+from service.frontdoor.headers import RateLimitHeaders
 from service.items.routes import router as items_router
 from service.kit.body_limit import BodySizeLimit
 from service.kit.database import create_engine, create_sessionmaker
@@ -37,6 +41,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     if app.state.oidc_verifier is not None:
         await app.state.oidc_verifier.keys.aclose()
+    await app.state.limiter.aclose()
     await app.state.engine.dispose()
 
 
@@ -64,8 +69,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.principal_cache = create_principal_cache(settings)
     app.state.oidc_verifier = OidcVerifier(settings) if settings.oidc_jwks_url else None
     app.state.limiter = Limiter(settings)
+    app.state.frontdoor = FrontDoor(settings, app.state.limiter)
 
     install_error_handlers(app)
+    # Outside CatchUnhandled: even a 500 carries the budget the request was charged.
+    app.add_middleware(RateLimitHeaders)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -75,9 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=[
                 "X-Request-ID",
                 "Retry-After",
-                "RateLimit-Limit",
-                "RateLimit-Remaining",
-                "RateLimit-Reset",
+                "RateLimit-Policy",
+                "RateLimit",
             ],
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
@@ -87,6 +94,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access_log_enabled=settings.access_log == "json",
         metrics_enabled=settings.metrics_enabled,
     )
+    if settings.trusted_proxies:
+        # The one place X-Forwarded-For (and -Proto) is believed, from TRUSTED_PROXIES only:
+        # the client address the front door, the access log and the metrics see. The server's
+        # own proxy handling is off (http_server.py, __main__.py).
+        # Networks as written ("10.0.0.5/8" too): Uvicorn would take a non-strict one for a
+        # host name and never match it.
+        networks = [str(ipaddress.ip_network(n, strict=False)) for n in settings.trusted_proxies]
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=networks)
 
     routers = (health.router, auth_router, users_router, items_router, api_keys_router)
     for router in routers:

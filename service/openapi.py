@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from service.frontdoor.openapi import document_security
 from service.kit.problems import CATALOGUE, PROBLEM_MEDIA_TYPE, Problem
 from service.settings import Settings
 
@@ -20,7 +21,8 @@ def install(app: FastAPI, settings: Settings) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = runtime_bounds(document_problems(default_openapi()), settings)
+            document = document_security(app, document_problems(default_openapi()))
+            app.openapi_schema = runtime_bounds(document, settings)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -14,7 +14,8 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from limits import parse_many
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Development-only defaults. Outside development the service refuses to start with any of them.
@@ -166,14 +167,33 @@ class Settings(BaseSettings):
     first_admin_password: SecretStr | None = None
 
     # --- rate limits (the `limits` library's notation, e.g. "10/minute;100/hour") ----------
+    # GCRA on Redis (service/ratelimit/gcra.py); docs/reliability.md states the policy.
     rate_limit_enabled: bool = True
-    rate_limit_strategy: Literal["moving-window", "sliding-window-counter"] = "moving-window"
+    # Where the counters live: "redis" (REDIS_URL; shared by every worker and pod) or "memory"
+    # (per process). Unset: redis when REDIS_URL is set, else memory. Production refuses to
+    # start on memory unless it is asked for here.
+    rate_limit_storage: Literal["redis", "memory"] | None = None
+    # Per client address (IPv6: per /64), charged on every API request before any credential
+    # is looked at, so bad tokens, bad keys, 401s and 403s all spend it. RATE_LIMIT_ANONYMOUS
+    # is its former name.
+    rate_limit_client: str = Field(
+        default="2400/minute",
+        validation_alias=AliasChoices("rate_limit_client", "rate_limit_anonymous"),
+    )
+    # Password checks (the token endpoint, and PATCH /users/me with current_password), each
+    # charged against all three: per address and username (tight), per address (any username),
+    # and per username from anywhere (loose, so a botnet needs many addresses and time before
+    # the owner notices; it also caps guesses per account per hour).
     rate_limit_login: str = "5/minute"
-    rate_limit_anonymous: str = "60/minute"
+    rate_limit_login_ip: str = "30/minute"
+    rate_limit_login_username: str = "100/hour"
     rate_limit_user: str = "600/minute"
     # The tier of an API key created without one.
     rate_limit_api_key_default: str = "1200/minute"
     rate_limit_headers: bool = True
+    # Credentials whose budget (which keys to charge) each worker remembers, so that a known
+    # caller's limits ride in the same Redis call as its client budget (0: always two calls).
+    rate_limit_known_credentials: int = Field(default=10_000, ge=0)
     # What to do when Redis cannot be reached: serve anyway (open) or answer 503 (closed).
     rate_limit_fail_mode: Literal["open", "closed"] = "open"
     # Consecutive Redis failures that open the breaker, and seconds before trying again.
@@ -192,6 +212,19 @@ class Settings(BaseSettings):
     def _networks(cls, value: list[str]) -> list[str]:
         for network in value:
             ipaddress.ip_network(network, strict=False)  # raises ValueError naming the input
+        return value
+
+    @field_validator(
+        "rate_limit_client",
+        "rate_limit_login",
+        "rate_limit_login_ip",
+        "rate_limit_login_username",
+        "rate_limit_user",
+        "rate_limit_api_key_default",
+    )
+    @classmethod
+    def _limit(cls, value: str) -> str:
+        parse_many(value)  # raises ValueError naming the input
         return value
 
     @field_validator("oidc_algorithms")
@@ -230,12 +263,20 @@ class Settings(BaseSettings):
             raise ValueError(f"JWT_PRIVATE_KEY is required when JWT_ALGORITHM={self.jwt_algorithm}")
         if self.oidc_jwks_url and not (self.oidc_issuer and self.oidc_audience):
             raise ValueError("OIDC_ISSUER and OIDC_AUDIENCE are required with OIDC_JWKS_URL")
+        if self.rate_limit_storage == "redis" and self.redis_url is None:
+            raise ValueError("REDIS_URL is required with RATE_LIMIT_STORAGE=redis")
         return self
 
     # --- derived ----------------------------------------------------------------------------
     @property
     def is_development(self) -> bool:
         return self.app_env is AppEnv.development
+
+    @property
+    def limiter_storage(self) -> Literal["redis", "memory"]:
+        if self.rate_limit_storage is not None:
+            return self.rate_limit_storage
+        return "redis" if self.redis_url is not None else "memory"
 
     @property
     def uses_sqlite(self) -> bool:
@@ -254,6 +295,16 @@ class Settings(BaseSettings):
             problems.append("DATABASE_URL is not set (the embedded SQLite file is for development)")
         if self.first_admin_email and not self.first_admin_password:
             problems.append("FIRST_ADMIN_PASSWORD is required with FIRST_ADMIN_EMAIL")
+        if (
+            self.app_env is AppEnv.production
+            and self.rate_limit_enabled
+            and self.redis_url is None
+            and self.rate_limit_storage != "memory"
+        ):
+            problems.append(
+                "REDIS_URL is not set: every process would keep its own rate limits; set "
+                "REDIS_URL, or RATE_LIMIT_STORAGE=memory to accept per-process limits"
+            )
         return problems
 
     def require_secure(self) -> None:

@@ -243,7 +243,9 @@ def service_env(plan: Plan, database_url: str, workers: int, port: int) -> dict[
         "RATE_LIMIT_ENABLED": "true",
         "RATE_LIMIT_LOGIN": GENEROUS_LIMIT,
         "RATE_LIMIT_USER": GENEROUS_LIMIT,
-        "RATE_LIMIT_ANONYMOUS": GENEROUS_LIMIT,
+        "RATE_LIMIT_CLIENT": GENEROUS_LIMIT,
+        "RATE_LIMIT_LOGIN_IP": GENEROUS_LIMIT,
+        "RATE_LIMIT_LOGIN_USERNAME": GENEROUS_LIMIT,
     }
 
 

@@ -8,15 +8,15 @@ from service.api_keys import service as api_key_service
 from service.api_keys.models import RateLimitTier
 from service.api_keys.repository import ApiKeyRepository, TierRepository
 from service.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead, TierCreate, TierRead
-from service.auth.dependencies import AdminUser, require_admin
+from service.frontdoor import AdminUser, require_admin
 from service.kit.database import SessionDep
 from service.kit.pagination import PageDep, PageOut
-from service.ratelimit.dependencies import user_rate_limit
 
 router = APIRouter(
     prefix="/api/v1",
     tags=["api-keys"],
-    dependencies=[Depends(require_admin), Depends(user_rate_limit)],
+    # The front door first (require_admin depends on it), then the role check.
+    dependencies=[Depends(require_admin)],
     responses={
         401: {"description": "Not authenticated"},
         403: {"description": "Admins only"},

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import jwt
 from fastapi import Request
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.api_keys.service import verify_key
 from service.auth import service as auth_service
@@ -129,18 +128,9 @@ async def _from_api_key(key: str, sessions: Sessions) -> Principal:
     )
 
 
-async def authenticate(
-    request: Request,
-    session: AsyncSession | None = None,
-    *,
-    bearer: str | None,
-    api_key: str | None,
-) -> Principal:
+async def authenticate(request: Request, *, bearer: str | None, api_key: str | None) -> Principal:
     """The caller's Principal; Unauthorized (401, with an RFC 6750 challenge) otherwise.
-
-    `session` is accepted for the front door's convenience and not used: lookups run in short
-    sessions of their own (see the module docstring)."""
-    del session
+    Lookups run in short sessions of their own (see the module docstring)."""
     cache: PrincipalCache = request.app.state.principal_cache
     if api_key:
         cache_key = credential_key("key", api_key)

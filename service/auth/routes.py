@@ -8,8 +8,8 @@ from fastapi.security import OAuth2PasswordRequestForm
 from service.auth import service as auth_service
 from service.auth.dependencies import HasherDep, IssuerDep
 from service.auth.schemas import TokenOut
+from service.frontdoor import client_budget, login_budget
 from service.kit.database import sessions_of
-from service.ratelimit.dependencies import anonymous_rate_limit, login_rate_limit
 
 router = APIRouter(tags=["auth"])
 
@@ -20,7 +20,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 @router.post(
     "/api/v1/auth/token",
     response_model=TokenOut,
-    dependencies=[Depends(login_rate_limit)],
+    dependencies=[Depends(login_budget)],
     responses={401: {"description": "Wrong email or password"}, 429: {"description": "Too many"}},
 )
 async def issue_token(
@@ -43,7 +43,7 @@ async def issue_token(
     return TokenOut(access_token=token, expires_in=issuer.ttl)
 
 
-@router.get("/.well-known/jwks.json", dependencies=[Depends(anonymous_rate_limit)])
+@router.get("/.well-known/jwks.json", dependencies=[Depends(client_budget)])
 async def jwks(issuer: IssuerDep) -> dict[str, Any]:
     """Public keys of our own issuer (empty with HS256)."""
     return issuer.jwks()

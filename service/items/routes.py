@@ -5,18 +5,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from service.auth.dependencies import CurrentUser
+from service.frontdoor import CurrentUser, front_door
 from service.items import service as item_service
 from service.items.models import Item
 from service.items.schemas import ItemCreate, ItemRead, ItemUpdate
 from service.kit.database import SessionDep
 from service.kit.pagination import PageDep, PageOut
-from service.ratelimit.dependencies import user_rate_limit
 
 router = APIRouter(
     prefix="/api/v1/items",
     tags=["items"],
-    dependencies=[Depends(user_rate_limit)],
+    dependencies=[Depends(front_door)],
     responses={401: {"description": "Not authenticated"}, 429: {"description": "Rate limited"}},
 )
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such item (or not yours)"}}

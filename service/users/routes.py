@@ -4,10 +4,10 @@ import uuid
 
 from fastapi import APIRouter, Depends, Request
 
-from service.auth.dependencies import AdminUser, CurrentUser, HasherDep
+from service.auth.dependencies import HasherDep
+from service.frontdoor import AdminUser, CurrentUser, front_door, spend_password_attempt
 from service.kit.database import SessionDep, sessions_of
 from service.kit.pagination import PageDep, PageOut
-from service.ratelimit.dependencies import user_rate_limit
 from service.users import service as user_service
 from service.users.models import User
 from service.users.repository import UserRepository
@@ -16,7 +16,7 @@ from service.users.schemas import MeUpdate, UserAdminUpdate, UserCreate, UserRea
 router = APIRouter(
     prefix="/api/v1/users",
     tags=["users"],
-    dependencies=[Depends(user_rate_limit)],
+    dependencies=[Depends(front_door)],
     responses={401: {"description": "Not authenticated"}, 429: {"description": "Rate limited"}},
 )
 
@@ -30,6 +30,8 @@ async def read_me(principal: CurrentUser) -> UserRead:
 async def update_me(
     request: Request, body: MeUpdate, principal: CurrentUser, hasher: HasherDep
 ) -> User:
+    if body.password is not None:  # every password check spends the login budget
+        await spend_password_attempt(request, principal.user.email or str(principal.user.id))
     return await user_service.update_me(
         sessions_of(request), hasher, request.app.state.settings, principal.user.id, body
     )

@@ -33,7 +33,9 @@ FAST_HASHING = {"ARGON2_TIME_COST": "1", "ARGON2_MEMORY_COST": "1024"}
 # Limits no test load reaches, for cases about something else than rate limiting.
 GENEROUS_LIMITS = {
     "RATE_LIMIT_LOGIN": "100000/minute",
-    "RATE_LIMIT_ANONYMOUS": "100000/minute",
+    "RATE_LIMIT_LOGIN_IP": "100000/minute",
+    "RATE_LIMIT_LOGIN_USERNAME": "100000/minute",
+    "RATE_LIMIT_CLIENT": "100000/minute",
     "RATE_LIMIT_USER": "100000/minute",
     "RATE_LIMIT_API_KEY_DEFAULT": "100000/minute",
 }

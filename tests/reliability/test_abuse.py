@@ -1,7 +1,8 @@
 """Case 6 — abuse, against one production server (2 workers, real PostgreSQL and Redis):
 oversized bodies get 413, a login flood for one account gets 429 before the password can be
-guessed, slow or silent clients are cut off and cannot starve other requests, security
-headers are on every answer, and CORS is granted to the configured origins only."""
+guessed (and does not lock the owner out of their own address), slow or silent clients are cut
+off and cannot starve other requests, security headers are on every answer, and CORS is granted
+to the configured origins only."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ from tests.service.conftest import assert_problem
 from tests.support.databases import REDIS_URL
 
 MAX_BODY = 65_536
-LOGIN_LIMIT = 5
+LOGIN_LIMIT = 5  # per address and username
+USERNAME_LIMIT = 20  # per username, from anywhere
 KEEPALIVE = 3
 # Seconds a client gets to finish sending a request's headers.
 HEADER_TIMEOUT = 3
@@ -59,8 +61,9 @@ async def target(databases: Databases, module_servers: Servers) -> Target:
             "REDIS_URL": REDIS_URL,
             "MAX_BODY_BYTES": str(MAX_BODY),
             "RATE_LIMIT_LOGIN": f"{LOGIN_LIMIT}/minute",
+            "RATE_LIMIT_LOGIN_USERNAME": f"{USERNAME_LIMIT}/hour",
             "RATE_LIMIT_USER": "100000/minute",
-            "RATE_LIMIT_ANONYMOUS": "100000/minute",
+            "RATE_LIMIT_CLIENT": "100000/minute",
             # The ingress is the trusted proxy; here the test plays it, to show the
             # per-account limit holding against many client addresses.
             "TRUSTED_PROXIES": "127.0.0.1/32",
@@ -147,11 +150,20 @@ async def test_login_flood_for_one_account_is_stopped_before_it_can_guess(
 ) -> None:
     attempts = 60
     # One attacker address, then a botnet: a new address for every attempt.
+    started = time.monotonic()
     single = await _flood(client, user_email(0), attempts, ["203.0.113.7"])
+    single_s = time.monotonic() - started
     botnet = await _flood(
         client, user_email(1), attempts, [f"198.51.100.{i}" for i in range(attempts)]
     )
-    # The right password, now: the account stays shut until its window has room.
+    botnet_s = time.monotonic() - started - single_s
+    # The owner of the account flooded from one address logs in from their own address.
+    owner = await client.post(
+        "/api/v1/auth/token",
+        data={"username": user_email(0), "password": PASSWORD},
+        headers={"X-Forwarded-For": "192.0.2.100"},
+    )
+    # The right password for the account the botnet spent: shut until its window has room.
     right = await client.post(
         "/api/v1/auth/token",
         data={"username": user_email(1), "password": PASSWORD},
@@ -166,24 +178,37 @@ async def test_login_flood_for_one_account_is_stopped_before_it_can_guess(
         {
             "command": "pytest tests/reliability/test_abuse.py -k login_flood",
             "rate_limit_login": f"{LOGIN_LIMIT}/minute",
+            "rate_limit_login_username": f"{USERNAME_LIMIT}/hour",
             "attempts_per_flood": attempts,
             "concurrent": True,
+            "flood_seconds": [round(single_s, 1), round(botnet_s, 1)],
             "one_address": statuses(single),
             "one_address_per_attempt": statuses(botnet),
-            "right_password_after_flood": right.status_code,
+            "owner_from_own_address_after_flood": owner.status_code,
+            "right_password_after_botnet": right.status_code,
         },
     )
-    for flood in (single, botnet):
+    for flood, limit, seconds in (
+        (single, _allowed(LOGIN_LIMIT, 60, single_s), single_s),
+        (botnet, _allowed(USERNAME_LIMIT, 3600, botnet_s), botnet_s),
+    ):
         guessed = [r for r in flood if r.status_code != 429]
-        # At most LOGIN_LIMIT passwords were checked, across both workers (one Redis window).
-        assert len(guessed) <= LOGIN_LIMIT, statuses(flood)
+        # The budget's burst, plus what it refilled while the flood ran (GCRA), were checked,
+        # across both workers (one Redis budget); no more.
+        assert len(guessed) <= limit, (statuses(flood), seconds)
         assert {r.status_code for r in guessed} <= {401}
         limited = [r for r in flood if r.status_code == 429]
         assert limited
         for response in limited[:3]:
             assert_problem(response, 429, "rate_limit.exceeded")
             assert int(response.headers["retry-after"]) >= 1
+    assert owner.status_code == 200, owner.text
     assert_problem(right, 429, "rate_limit.exceeded")
+
+
+def _allowed(amount: int, period_s: int, elapsed_s: float) -> int:
+    """Requests a GCRA budget of `amount` per `period_s` lets through in `elapsed_s`."""
+    return amount + int(elapsed_s / (period_s / amount))
 
 
 # --- slow clients -------------------------------------------------------------------------------

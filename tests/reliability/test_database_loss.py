@@ -66,6 +66,7 @@ async def test_database_outage_answers_503_and_recovers_without_restart(
             # tolerates a shorter outage by default: service/health.py).
             "READY_FAILURE_GRACE": "0",
             **GENEROUS_LIMITS,
+            "RATE_LIMIT_STORAGE": "memory",  # no Redis in this case: per-process limits
         }
     )
     pid = server.process.pid

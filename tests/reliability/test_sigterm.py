@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.reliability.conftest import (
+    GENEROUS_LIMITS,
     PASSWORD,
     Servers,
     port_of,
@@ -49,7 +50,8 @@ async def test_sigterm_lets_in_flight_requests_finish_and_exits_in_time(
         {
             "DATABASE_URL": database_url,
             "GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT),
-            "RATE_LIMIT_LOGIN": "100000/minute",
+            **GENEROUS_LIMITS,
+            "RATE_LIMIT_STORAGE": "memory",  # no Redis in this case: per-process limits
             **COSTLY_HASHING,
         }
     )

@@ -63,8 +63,10 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
             "app_name": f"test-{uuid.uuid4().hex[:8]}",  # also the rate-limit key prefix
             "access_log": "off",
             "rate_limit_login": "1000/minute",
+            "rate_limit_login_ip": "1000/minute",
+            "rate_limit_login_username": "1000/minute",
             "rate_limit_user": "10000/minute",
-            "rate_limit_anonymous": "10000/minute",
+            "rate_limit_client": "10000/minute",
             # Off unless a test is about it: most tests change a user and look at once.
             "auth_cache_ttl_seconds": 0,
             **FAST_HASHING,

@@ -1,20 +1,35 @@
-"""Rate limits on the real Redis (and in memory): groups, keys, headers, tiers, failure modes."""
+"""The front door and its limits, on the real Redis (and in memory): the GCRA script against its
+reference model, the order of the passes, the budgets' keys, headers, tiers, failure modes."""
 
 from __future__ import annotations
 
 import asyncio
+import random
+import re
+import uuid
 from collections.abc import Callable
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.security.base import SecurityBase
+from redis.asyncio import Redis
 
+from service.frontdoor import front_door, require_admin
+from service.frontdoor.budgets import client_identity
+from service.kit.database import get_session
 from service.ratelimit.breaker import CircuitBreaker
+from service.ratelimit.gcra import MICROS, Window, gcra
 from service.ratelimit.limiter import Limiter
-from service.settings import Settings
+from service.settings import ConfigurationError, Settings
+from service.users.models import Role
 from tests.service.conftest import PASSWORD, CreateUser, assert_problem, client_for, login
 from tests.support.databases import REDIS_URL
 from tests.support.processes import start_redis
+
+# --- the algorithm ------------------------------------------------------------------------------
 
 
 def test_breaker_opens_after_the_threshold_and_retries_after_the_cooldown() -> None:
@@ -39,29 +54,100 @@ def test_breaker_opens_after_the_threshold_and_retries_after_the_cooldown() -> N
     assert not breaker.is_open
 
 
+def _args(*windows: Window) -> list[int]:
+    return [n for w in windows for n in (w.interval, w.capacity)]
+
+
+def test_gcra_allows_a_burst_then_the_sustained_rate() -> None:
+    window = Window(3, 60)  # one request per 20 s, three at once
+    pair = [(window.interval, window.capacity)]
+    tat: int | None = None
+    allowed = []
+    for second in (0, 0, 0, 0, 19, 20, 20, 40):
+        reply, tats = gcra([tat], second * MICROS, pair)
+        allowed.append(reply[0])
+        tat = tats[0] if tats else tat
+    assert allowed == [1, 1, 1, 0, 0, 1, 0, 1]
+
+
+def test_a_refusal_by_a_later_window_costs_the_earlier_ones_nothing() -> None:
+    minute, hour = Window(2, 60), Window(3, 3600)
+    windows = [(w.interval, w.capacity) for w in (minute, hour)]
+    tats: list[int | None] = [None, None]
+    for second in (0, 0, 60):  # three: the hour is full
+        _, new = gcra(tats, second * MICROS, windows)
+        assert new is not None
+        tats = list(new)
+    reply, refused = gcra(tats, 70 * MICROS, windows)
+    assert reply[0] == 0
+    assert refused is None  # nothing stored
+    assert reply[1] == 1  # the minute window still has room: it was not charged
+    assert reply[4] == 0  # the hour has none
+    assert reply[6] > 0  # and says how long until it has
+
+
+@pytest.fixture
+async def script_limiter() -> Limiter:
+    return Limiter(Settings(redis_url=REDIS_URL))
+
+
+async def test_the_redis_script_agrees_exactly_with_the_reference_model(
+    script_limiter: Limiter,
+) -> None:
+    """Random request sequences over random multi-window policies: the script's reply and the
+    TATs it stores match the model's, figure for figure; every key has a TTL."""
+    rng = random.Random(11)
+    redis: Redis = script_limiter.redis  # type: ignore[assignment]
+    try:
+        for sequence in range(40):
+            # Intervals of at least 2 s: the keys' TTLs run on Redis's own clock, and must not
+            # expire during the test while the simulated clock says they should still exist.
+            windows = [
+                Window(rng.randint(1, 5), rng.choice((10, 60, 3600)))
+                for _ in range(rng.randint(1, 3))
+            ]
+            keys = [f"test-gcra:{uuid.uuid4().hex}:{i}" for i in range(len(windows))]
+            pairs = [(w.interval, w.capacity) for w in windows]
+            model: list[int | None] = [None] * len(windows)
+            now = 1_700_000_000 * MICROS + rng.randint(0, MICROS)
+            for _ in range(30):
+                now += rng.choice((0, 1, rng.randint(0, 5 * MICROS), rng.randint(0, 90 * MICROS)))
+                expected, stored = gcra(model, now, pairs)
+                reply = await script_limiter.run(keys, _args(*windows), now=now)
+                assert reply == expected, (sequence, windows)
+                if stored is not None:
+                    model = list(stored)
+                assert [int(v) if v else None for v in await redis.mget(keys)] == model
+            for key, tat in zip(keys, model, strict=True):
+                if tat is not None:
+                    assert await redis.pttl(key) > 0
+            await redis.delete(*keys)
+    finally:
+        await script_limiter.aclose()
+
+
 @pytest.mark.parametrize(
-    ("peer", "forwarded", "expected"),
+    ("host", "identity"),
     [
-        ("203.0.113.9", "1.2.3.4", "203.0.113.9"),  # not a proxy: its header is ignored
-        ("10.0.0.5", "1.2.3.4", "1.2.3.4"),
-        ("10.0.0.5", "6.6.6.6, 1.2.3.4, 10.0.0.7", "1.2.3.4"),  # right-most untrusted hop
-        ("10.0.0.5", "10.0.0.8", "10.0.0.5"),  # all hops trusted: the peer
-        ("10.0.0.5", "garbage, 1.2.3.4", "1.2.3.4"),
-        ("10.0.0.5", None, "10.0.0.5"),
+        ("203.0.113.9", "203.0.113.9"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("::ffff:198.51.100.7", "198.51.100.7"),
+        ("testclient", "testclient"),
     ],
 )
-def test_client_ip_trusts_only_configured_proxies(
-    peer: str, forwarded: str | None, expected: str
-) -> None:
-    limiter = Limiter(Settings(trusted_proxies=["10.0.0.0/8"]))
-    assert limiter.client_ip(peer, forwarded) == expected
+def test_client_identity_buckets_ipv6_per_64(host: str, identity: str) -> None:
+    assert client_identity(host) == identity
+
+
+# --- apps ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture(params=["redis", "memory"])
 def limited(
     request: pytest.FixtureRequest, make_app: Callable[..., FastAPI]
 ) -> Callable[..., FastAPI]:
-    """Apps on the real Redis or on the in-memory storage (the embedded default)."""
+    """Apps on the real Redis or in memory (the embedded default)."""
     redis_url = REDIS_URL if request.param == "redis" else None
 
     def make(**overrides: object) -> FastAPI:
@@ -70,36 +156,148 @@ def limited(
     return make
 
 
-async def _login(client: httpx.AsyncClient, username: str, **headers: str) -> httpx.Response:
+def _client(app: FastAPI, address: str = "127.0.0.1") -> httpx.AsyncClient:
+    return client_for(app, client=(address, 40000))
+
+
+async def _login(
+    client: httpx.AsyncClient, username: str, password: str = "wrong-password", **headers: str
+) -> httpx.Response:
     return await client.post(
-        "/api/v1/auth/token",
-        data={"username": username, "password": "wrong-password"},
-        headers=headers,
+        "/api/v1/auth/token", data={"username": username, "password": password}, headers=headers
     )
 
 
-async def test_login_is_limited_per_username_whatever_the_address(
+# The headers of draft-ietf-httpapi-ratelimit-headers-11: Structured Field lists of items.
+POLICY_ITEM = re.compile(r'^"(?P<name>[a-z-]+-\d+s)";q=(?P<q>\d+);w=(?P<w>\d+)$')
+STATE_ITEM = re.compile(r'^"(?P<name>[a-z-]+-\d+s)";r=(?P<r>\d+);t=(?P<t>\d+)$')
+
+
+def _items(value: str, pattern: re.Pattern[str]) -> dict[str, dict[str, int]]:
+    items = {}
+    for item in value.split(", "):
+        match = pattern.match(item)
+        assert match, item
+        name = match.group("name")
+        items[name] = {k: int(v) for k, v in match.groupdict().items() if k != "name"}
+    return items
+
+
+def policies(response: httpx.Response) -> dict[str, dict[str, int]]:
+    return _items(response.headers["ratelimit-policy"], POLICY_ITEM)
+
+
+def states(response: httpx.Response) -> dict[str, dict[str, int]]:
+    return _items(response.headers["ratelimit"], STATE_ITEM)
+
+
+# --- hole 2: nothing was limited before authentication ------------------------------------------
+
+
+async def test_bad_bearer_tokens_are_limited_before_authentication(
     limited: Callable[..., FastAPI],
 ) -> None:
-    app = limited(rate_limit_login="3/minute", trusted_proxies=["127.0.0.0/8"])
-    async with client_for(app) as client:
-        statuses = [
-            (
-                await _login(client, "target@example.com", **{"X-Forwarded-For": f"198.51.100.{i}"})
-            ).status_code
+    app = limited(rate_limit_client="4/minute")
+    async with _client(app) as client:
+        bad = {"Authorization": "Bearer not-a-token"}
+        responses = [await client.get("/api/v1/users/me", headers=bad) for _ in range(5)]
+    assert [r.status_code for r in responses] == [401, 401, 401, 401, 429]
+    assert_problem(responses[4], 429, "rate_limit.exceeded")
+    assert 1 <= int(responses[4].headers["retry-after"]) <= 15
+    # The 401s carry the budget they spent.
+    assert [states(r)["client-60s"]["r"] for r in responses] == [3, 2, 1, 0, 0]
+
+
+async def test_bad_api_keys_are_limited_before_authentication(
+    limited: Callable[..., FastAPI],
+) -> None:
+    app = limited(rate_limit_client="3/minute")
+    async with _client(app) as client:
+        responses = [
+            await client.get("/api/v1/items", headers={"X-API-Key": f"bpk_abc{i}_{'x' * 40}"})
             for i in range(4)
         ]
-        blocked = await _login(client, "target@example.com", **{"X-Forwarded-For": "198.51.100.99"})
-    assert statuses == [401, 401, 401, 429]
-    assert_problem(blocked, 429, "rate_limit.exceeded")
-    assert 1 <= int(blocked.headers["retry-after"]) <= 60
+    assert [r.status_code for r in responses] == [401, 401, 401, 429]
 
 
-async def test_login_is_limited_per_address_whatever_the_username(
+async def test_require_admin_runs_after_the_limiter(
+    limited: Callable[..., FastAPI], create_user: CreateUser
+) -> None:
+    user = await create_user()
+    app = limited(rate_limit_user="2/minute")
+    async with _client(app) as client:
+        headers = await login(client, user.email or "")
+        responses = [await client.get("/api/v1/api-keys", headers=headers) for _ in range(3)]
+    assert [r.status_code for r in responses] == [403, 403, 429]
+    assert states(responses[0])["user-60s"]["r"] == 1  # the 403 spent the user's budget
+
+
+async def test_wrong_current_password_spends_the_login_budget(
+    limited: Callable[..., FastAPI], create_user: CreateUser
+) -> None:
+    user = await create_user()
+    app = limited(rate_limit_login="3/minute")
+    async with _client(app) as client:
+        headers = await login(client, user.email or "")  # one login: 2 left for this address
+        guesses = [
+            await client.patch(
+                "/api/v1/users/me",
+                json={"password": "new-password-123", "current_password": f"guess-{i}"},
+                headers=headers,
+            )
+            for i in range(3)
+        ]
+    assert [r.status_code for r in guesses] == [403, 403, 429]
+    assert_problem(guesses[2], 429, "rate_limit.exceeded")
+
+
+# --- hole 3: the login limiter's keys -----------------------------------------------------------
+
+
+async def test_failures_elsewhere_do_not_lock_the_owner_out_of_their_own_address(
+    limited: Callable[..., FastAPI], create_user: CreateUser
+) -> None:
+    user = await create_user()
+    app = limited(rate_limit_login="3/minute", trusted_proxies=["10.0.0.0/8"])
+    async with _client(app, "10.0.0.1") as proxy:  # the ingress, naming each client
+        attacker = [
+            (
+                await _login(proxy, user.email or "", **{"X-Forwarded-For": "198.51.100.7"})
+            ).status_code
+            for _ in range(5)
+        ]
+        botnet = [
+            (
+                await _login(proxy, user.email or "", **{"X-Forwarded-For": f"192.0.2.{i}"})
+            ).status_code
+            for i in range(5)
+        ]
+        owner = await _login(
+            proxy, user.email or "", PASSWORD, **{"X-Forwarded-For": "203.0.113.5"}
+        )
+    assert attacker == [401, 401, 401, 429, 429]  # per address and username
+    assert botnet == [401] * 5  # one try each: the per-username budget is looser
+    assert owner.status_code == 200, owner.text
+
+
+async def test_the_username_budget_holds_against_many_addresses(
     limited: Callable[..., FastAPI],
 ) -> None:
-    app = limited(rate_limit_login="3/minute")
-    async with client_for(app) as client:
+    app = limited(rate_limit_login_username="4/hour", trusted_proxies=["10.0.0.0/8"])
+    async with _client(app, "10.0.0.1") as proxy:
+        statuses = [
+            (await _login(proxy, "Target@Example.com ", **{"X-Forwarded-For": f"192.0.2.{i}"}))
+            for i in range(5)
+        ]
+    assert [r.status_code for r in statuses] == [401, 401, 401, 401, 429]  # case-folded, trimmed
+    assert "login-username-3600s" in statuses[4].json()["detail"]
+
+
+async def test_the_address_budget_holds_across_usernames(
+    limited: Callable[..., FastAPI],
+) -> None:
+    app = limited(rate_limit_login_ip="3/minute")
+    async with _client(app) as client:
         statuses = [(await _login(client, f"u{i}@example.com")).status_code for i in range(4)]
         # A spoofed X-Forwarded-For from an untrusted peer does not buy a fresh budget.
         spoofed = await _login(client, "u9@example.com", **{"X-Forwarded-For": "192.0.2.1"})
@@ -107,26 +305,90 @@ async def test_login_is_limited_per_address_whatever_the_username(
     assert spoofed.status_code == 429
 
 
-async def test_a_correct_password_cannot_be_found_once_limited(
-    limited: Callable[..., FastAPI], create_user: CreateUser
+async def test_a_huge_username_makes_a_small_key(make_app: Callable[..., FastAPI]) -> None:
+    # Slow windows, so that the keys outlive the test (each expires when its window is full).
+    slow = {f"rate_limit_{name}": "5/hour" for name in ("client", "login", "login_ip")}
+    app = make_app(redis_url=REDIS_URL, rate_limit_login_username="5/hour", **slow)
+    prefix = app.state.settings.app_name
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        async with _client(app) as client:
+            response = await _login(client, "a" * 600_000 + "@example.com")
+        assert response.status_code == 401
+        keys = [key async for key in redis.scan_iter(match=f"{prefix}:*")]
+        assert len(keys) == 4  # client, login, login-ip, login-username
+        assert max(len(key) for key in keys) < 100
+        assert min([await redis.pttl(key) for key in keys]) > 0
+    finally:
+        await redis.aclose()
+
+
+async def test_an_ipv6_slash_64_is_one_client(limited: Callable[..., FastAPI]) -> None:
+    app = limited(rate_limit_login_ip="3/minute")
+    results = []
+    for address in ("2001:db8:0:1::1", "2001:db8:0:1::2", "2001:db8:0:1:dead::3", "2001:db8::9"):
+        async with _client(app, address) as client:
+            results.append((await _login(client, f"{address}@example.com")).status_code)
+    # Three addresses of one /64 share the budget; the next /64 has its own.
+    assert results == [401, 401, 401, 401]
+    async with _client(app, "2001:db8:0:1:beef::4") as client:
+        assert (await _login(client, "x@example.com")).status_code == 429
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "client"),
+    [
+        ("203.0.113.9", "1.2.3.4", "203.0.113.9"),  # not a proxy: its header is ignored
+        ("10.0.0.5", "1.2.3.4", "1.2.3.4"),
+        ("10.0.0.5", "6.6.6.6, 1.2.3.4, 10.0.0.7", "1.2.3.4"),  # right-most untrusted hop
+        ("10.0.0.5", "10.0.0.8", "10.0.0.8"),  # all hops trusted: the left-most
+        ("10.0.0.5", "garbage, 1.2.3.4", "1.2.3.4"),
+        ("10.0.0.5", None, "10.0.0.5"),
+    ],
+)
+async def test_the_client_budget_follows_trusted_proxies_only(
+    make_app: Callable[..., FastAPI], peer: str, forwarded: str | None, client: str
+) -> None:
+    app = make_app(trusted_proxies=["10.1.2.3/8"])  # a network as an operator may write it
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    async with _client(app, peer) as c:
+        await c.get("/.well-known/jwks.json", headers=headers)
+    expected = app.state.frontdoor.client.charge(client_identity(client)).keys
+    assert set(app.state.limiter.memory._tats) == set(expected)
+
+
+# --- one round trip, and the headers -------------------------------------------------------------
+
+
+async def test_a_known_caller_costs_one_script_call_per_request(
+    make_app: Callable[..., FastAPI], create_user: CreateUser
 ) -> None:
     user = await create_user()
-    app = limited(rate_limit_login="3/minute")
-    async with client_for(app) as client:
+    app = make_app(redis_url=REDIS_URL)
+    limiter = app.state.limiter
+    calls: list[int] = []
+    run = limiter.run
+
+    async def counted(keys: list[str], args: list[int], now: int | None = None) -> object:
+        calls.append(len(keys))
+        return await run(keys, args, now)
+
+    limiter.run = counted
+    async with _client(app) as client:
+        headers = await login(client, user.email or "")
+        calls.clear()
         for _ in range(3):
-            await _login(client, user.email or "")
-        right = await client.post(
-            "/api/v1/auth/token", data={"username": user.email, "password": PASSWORD}
-        )
-    assert right.status_code == 429  # brute force stops before the right guess lands
+            assert (await client.get("/api/v1/users/me", headers=headers)).status_code == 200
+    # First sight on this worker: client budget, then the user's; then both in one call.
+    assert calls == [1, 1, 2, 2]
 
 
-async def test_users_are_limited_per_user_with_headers(
+async def test_ratelimit_headers_follow_the_current_draft(
     limited: Callable[..., FastAPI], create_user: CreateUser
 ) -> None:
     user, other = await create_user(), await create_user()
-    app = limited(rate_limit_user="3/minute")
-    async with client_for(app) as client:
+    app = limited(rate_limit_user="3/minute", rate_limit_client="100/minute;1000/hour")
+    async with _client(app) as client:
         headers, other_headers = (
             await login(client, user.email or ""),
             await login(client, other.email or ""),
@@ -134,31 +396,73 @@ async def test_users_are_limited_per_user_with_headers(
         responses = [await client.get("/api/v1/users/me", headers=headers) for _ in range(4)]
         other_response = await client.get("/api/v1/users/me", headers=other_headers)
     assert [r.status_code for r in responses] == [200, 200, 200, 429]
-    assert [r.headers["ratelimit-remaining"] for r in responses] == ["2", "1", "0", "0"]
-    assert responses[0].headers["ratelimit-limit"] == "3"
-    assert 1 <= int(responses[0].headers["ratelimit-reset"]) <= 60
-    assert responses[3].headers["retry-after"]
+    assert policies(responses[0]) == {
+        "client-60s": {"q": 100, "w": 60},
+        "client-3600s": {"q": 1000, "w": 3600},
+        "user-60s": {"q": 3, "w": 60},
+    }
+    assert [states(r)["user-60s"]["r"] for r in responses] == [2, 1, 0, 0]
+    assert 1 <= states(responses[0])["user-60s"]["t"] <= 60
+    assert states(responses[0])["client-3600s"]["r"] == 1000 - 3  # two logins, one request
+    assert 1 <= int(responses[3].headers["retry-after"]) <= 20  # one request per 20 s
+    assert "retry-after" not in responses[0].headers
     assert other_response.status_code == 200  # a separate budget
+
+
+async def test_error_responses_keep_the_ratelimit_headers(
+    limited: Callable[..., FastAPI], user_headers: dict[str, str]
+) -> None:
+    app = limited()
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/api/v1/boom", boom, dependencies=[Depends(front_door)])
+    async with _client(app) as client:
+        answers = {
+            401: await client.get("/api/v1/items", headers={"Authorization": "Bearer nope"}),
+            403: await client.get("/api/v1/users", headers=user_headers),
+            404: await client.get(f"/api/v1/items/{uuid.uuid4()}", headers=user_headers),
+            422: await client.post("/api/v1/items", json={}, headers=user_headers),
+            500: await client.get("/api/v1/boom", headers=user_headers),
+        }
+    for status, response in answers.items():
+        assert response.status_code == status
+        assert "client-60s" in states(response), status
+        if status != 401:
+            assert "user-60s" in states(response), status
+
+
+async def test_cors_exposes_the_ratelimit_headers(
+    make_app: Callable[..., FastAPI], user_headers: dict[str, str]
+) -> None:
+    app = make_app(cors_origins=["https://app.example"])
+    async with _client(app) as client:
+        origin = {"Origin": "https://app.example"}
+        response = await client.get("/api/v1/users/me", headers=user_headers | origin)
+    exposed = {
+        h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")
+    }
+    assert {"ratelimit-policy", "ratelimit", "retry-after"} <= exposed
 
 
 async def test_rate_limit_headers_can_be_turned_off(
     limited: Callable[..., FastAPI], user_headers: dict[str, str]
 ) -> None:
-    app = limited(rate_limit_headers=False)
-    async with client_for(app) as client:
-        response = await client.get("/api/v1/users/me", headers=user_headers)
-    assert response.status_code == 200
-    assert "ratelimit-limit" not in response.headers
+    app = limited(rate_limit_headers=False, rate_limit_user="1/minute")
+    async with _client(app) as client:
+        responses = [await client.get("/api/v1/users/me", headers=user_headers) for _ in range(2)]
+    assert [r.status_code for r in responses] == [200, 429]
+    assert "ratelimit" not in responses[0].headers
+    assert responses[1].headers["retry-after"]
 
 
 async def test_api_keys_use_their_tier_and_exempt_skips(
     limited: Callable[..., FastAPI], create_user: CreateUser
 ) -> None:
-    from service.users.models import Role
-
     admin = await create_user(role=Role.admin)
     app = limited(rate_limit_api_key_default="2/minute", rate_limit_user="1000/minute")
-    async with client_for(app) as client:
+    async with _client(app) as client:
         admin_headers = await login(client, admin.email or "")
         await client.post(
             "/api/v1/rate-limit-tiers",
@@ -181,40 +485,40 @@ async def test_api_keys_use_their_tier_and_exempt_skips(
         assert await statuses(keys[None], 3) == [200, 200, 429]
         assert await statuses(keys["tiny"], 2) == [200, 429]
         assert await statuses(keys["exempt"], 20) == [200] * 20
-
-
-async def test_sliding_window_counter_strategy(
-    make_app: Callable[..., FastAPI], user_headers: dict[str, str]
-) -> None:
-    app = make_app(
-        redis_url=REDIS_URL,
-        rate_limit_strategy="sliding-window-counter",
-        rate_limit_user="2/minute",
-    )
-    async with client_for(app) as client:
-        codes = [
-            (await client.get("/api/v1/users/me", headers=user_headers)).status_code
-            for _ in range(3)
-        ]
-    assert codes == [200, 200, 429]
+        exempt = await client.get("/api/v1/users/me", headers={"X-API-Key": keys["exempt"]})
+    assert set(states(exempt)) == {"client-60s"}  # only the address's budget
 
 
 async def test_two_app_instances_share_one_budget_through_redis(
-    make_app: Callable[..., FastAPI],
-    make_settings: Callable[..., Settings],
-    user_headers: dict[str, str],
+    make_app: Callable[..., FastAPI], user_headers: dict[str, str]
 ) -> None:
     # Two instances with the same name and Redis stand for two workers or pods.
-    first = make_app(redis_url=REDIS_URL, app_name="shared-budget-test", rate_limit_user="4/minute")
-    second = make_app(
-        redis_url=REDIS_URL, app_name="shared-budget-test", rate_limit_user="4/minute"
-    )
-    await first.state.limiter.storage.reset()
+    name = f"shared-{uuid.uuid4().hex[:8]}"
+    first = make_app(redis_url=REDIS_URL, app_name=name, rate_limit_user="4/minute")
+    second = make_app(redis_url=REDIS_URL, app_name=name, rate_limit_user="4/minute")
     codes = []
-    async with client_for(first) as a, client_for(second) as b:
+    async with _client(first) as a, _client(second) as b:
         for client in (a, b, a, b, a, b):
             codes.append((await client.get("/api/v1/users/me", headers=user_headers)).status_code)
     assert codes == [200, 200, 200, 200, 429, 429]
+
+
+# --- configuration and failure modes -------------------------------------------------------------
+
+
+def test_production_refuses_per_process_limits_unless_asked() -> None:
+    production = {
+        "app_env": "production",
+        "jwt_secret": "s" * 40,
+        "database_url": "postgresql://app@db.example/app",
+    }
+    with pytest.raises(ConfigurationError, match="REDIS_URL"):
+        Settings(**production).require_secure()  # type: ignore[arg-type]
+    Settings(**production, rate_limit_storage="memory").require_secure()  # type: ignore[arg-type]
+    Settings(**production, redis_url=REDIS_URL).require_secure()  # type: ignore[arg-type]
+    Settings(**production, rate_limit_enabled=False).require_secure()  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="REDIS_URL"):
+        Settings(rate_limit_storage="redis")
 
 
 @pytest.mark.parametrize("fail_mode", ["open", "closed"])
@@ -227,7 +531,7 @@ async def test_redis_unreachable_follows_the_fail_mode(
         rate_limit_breaker_threshold=2,
         rate_limit_breaker_cooldown=60,
     )
-    async with client_for(app) as client:
+    async with _client(app) as client:
         responses = [await client.get("/api/v1/users/me", headers=user_headers) for _ in range(4)]
         ready = await client.get("/health/ready")
         metrics = (await client.get("/metrics")).text
@@ -236,6 +540,7 @@ async def test_redis_unreachable_follows_the_fail_mode(
     assert f'app_rate_limit_storage_errors_total{{outcome="{outcome}"}}' in metrics
     if fail_mode == "open":
         assert [r.status_code for r in responses] == [200] * 4
+        assert "ratelimit" not in responses[0].headers  # nothing known to report
         assert ready.status_code == 200
         assert ready.json()["checks"] == {"database": "ok", "redis": "unavailable"}
     else:
@@ -249,19 +554,49 @@ async def test_a_restarted_redis_costs_no_request_even_when_closed() -> None:
     # Pooled connections to the old server are dead once it restarts; each must be replaced
     # without failing the request it was picked for (fail-closed would turn that into a 503).
     redis = start_redis()
+    window = Window(100, 60)
     try:
-        limiter = Limiter(
-            Settings(redis_url=redis.url, rate_limit_fail_mode="closed", app_name="restart-test")
-        )
+        limiter = Limiter(Settings(redis_url=redis.url, rate_limit_fail_mode="closed"))
         # Several connections in the pool, as under concurrent load.
-        await asyncio.gather(*(limiter.check("100/minute", "user", str(n)) for n in range(8)))
+        await asyncio.gather(*(limiter.run([f"user:{n}"], _args(window)) for n in range(8)))
         redis.stop()
         redis = start_redis(redis.port)
 
-        decisions = [await limiter.check("100/minute", "user", str(n)) for n in range(8)]
+        replies = [await limiter.run([f"user:{n}"], _args(window)) for n in range(8)]
 
         # The new server starts empty (no persistence): each id has one hit counted.
-        assert [d.remaining for d in decisions if d is not None] == [99] * 8
+        assert [reply[1] for reply in replies if reply is not None] == [99] * 8
         assert not limiter.breaker.is_open
+        await limiter.aclose()
     finally:
         redis.stop()
+
+
+# --- the front door's shape ---------------------------------------------------------------------
+
+
+def _calls(dependant: Dependant) -> list[object]:
+    return [c for d in dependant.dependencies for c in (d.call, *_calls(d))]
+
+
+def test_routes_declare_one_flat_front_door(app: FastAPI) -> None:
+    routes = {
+        (route.path_format, method): route
+        for route in iter_route_contexts(app.routes)
+        if isinstance(route.original_route, APIRoute)
+        for method in route.methods or ()
+    }
+    me = _calls(routes["/api/v1/users/me", "GET"].dependant)
+    assert set(me) == {front_door, get_session}  # the router's and the parameter's, cached
+    assert not [c for c in me if isinstance(c, SecurityBase)]  # headers are read directly
+    keys = _calls(routes["/api/v1/api-keys", "POST"].dependant)
+    assert keys.index(front_door) > keys.index(require_admin)  # require_admin needs it first
+
+
+async def test_the_openapi_document_still_declares_both_schemes(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    either: list[dict[str, list[str]]] = [{"OAuth2PasswordBearer": []}, {"APIKeyHeader": []}]
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            public = not path.startswith("/api/v1/") or path == "/api/v1/auth/token"
+            assert operation.get("security") == (None if public else either), (method, path)
