@@ -18,7 +18,7 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, Route, async_playwright
 
 from tests.support.api import seed_loadtest
-from tests.support.databases import ROOT, create_database, drop_database
+from tests.support.databases import REDIS_URL, ROOT, create_database, drop_database
 from tests.support.processes import Server, start_server
 
 # Debian's package (.ci/run installs it); never a Playwright-downloaded build. CHROMIUM_PATH
@@ -59,6 +59,7 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "DATABASE_URL": database_url,
             "DOCS_ENABLED": "true",
             "APP_NAME": f"browser-{uuid.uuid4().hex[:8]}",  # a fresh rate-limit budget
+            "REDIS_URL": REDIS_URL,  # production refuses per-process limits
         },
         tmp_path_factory.mktemp("browser-server"),
         workers=1,

@@ -19,7 +19,6 @@ from redis.asyncio import Redis
 
 from service.frontdoor import front_door, require_admin
 from service.frontdoor.budgets import client_identity
-from service.kit.database import get_session
 from service.ratelimit.breaker import CircuitBreaker
 from service.ratelimit.gcra import MICROS, Window, gcra
 from service.ratelimit.limiter import Limiter
@@ -587,7 +586,7 @@ def test_routes_declare_one_flat_front_door(app: FastAPI) -> None:
         for method in route.methods or ()
     }
     me = _calls(routes["/api/v1/users/me", "GET"].dependant)
-    assert set(me) == {front_door, get_session}  # the router's and the parameter's, cached
+    assert set(me) == {front_door}  # the router's and the parameter's, cached; no session
     assert not [c for c in me if isinstance(c, SecurityBase)]  # headers are read directly
     keys = _calls(routes["/api/v1/api-keys", "POST"].dependant)
     assert keys.index(front_door) > keys.index(require_admin)  # require_admin needs it first
