@@ -80,6 +80,7 @@ def parser() -> argparse.ArgumentParser:
     add("--quick", action="store_true", help="3 reps, 10 s windows: a look, never --apply")
     add("--peak-rps", type=float, default=1000.0, help="the rate to size for (%(default)s)")
     add("--start-rps", type=float, help="first arrival rate tried (default 50 per CPU)")
+    add("--max-rps", type=float, default=Plan.max_rps, help="highest rate tried (%(default)s)")
     add("--processes", type=int, default=1, help="Locust processes (%(default)s)")
     add("--arrivals", choices=("poisson", "constant"), default="poisson")
     add("--slo", action="append", default=[], metavar="CLASS=P95/P99", help="ms, e.g. read=100/250")
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         arrivals=args.arrivals,
         seed_users=args.seed_users,
         start_rps=args.start_rps or 50 * limit,
+        max_rps=args.max_rps,
         retries=args.retries,
         pg_url=args.pg_url,
         redis_url=args.redis_url,

@@ -78,6 +78,7 @@ class Plan:
     arrivals: str = "poisson"
     seed_users: int = 20
     start_rps: float = 50.0
+    max_rps: float = 20_000.0
     retries: int = 1  # an invalid step is measured again this many times
     cooldown_s: float = 2.0
     pg_url: str = "postgresql://postgres@127.0.0.1:5432"
@@ -447,7 +448,12 @@ def repetition(
                     "LOADTEST_USERS": str(plan.seed_users),
                     "LOADTEST_API_KEY": api_key,
                 }
-                search = Search(start=start, growth=growth, precision=plan.objective.precision)
+                search = Search(
+                    start=min(start, plan.max_rps),
+                    growth=growth,
+                    precision=plan.objective.precision,
+                    max_rps=plan.max_rps,
+                )
                 trials: list[tuple[float, bool]] = []
                 while (rate := next_rate(search, trials)) is not None:
                     record = None
