@@ -109,7 +109,9 @@ def git_commit() -> str:
     dirty = subprocess.run(
         ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True
     )
-    commit = done.stdout.strip() or "unknown"
+    # A snapshot outside the repository (a long run copied away from ongoing edits) names its
+    # commit in SIZING_COMMIT.
+    commit = done.stdout.strip() or os.environ.get("SIZING_COMMIT", "unknown")
     return commit + ("-dirty" if dirty.stdout.strip() else "")
 
 
