@@ -24,6 +24,8 @@ file in a ConfigMap. Run one scheduler per Locust process: `-u` equals the proce
     LOADTEST_WARMUP      seconds after the start whose statistics are discarded; 0
     LOADTEST_PROBES      1: the first scheduler also sends liveness/readiness probes every
                          PROBE_PERIOD_S each (the kubelet's rate; not load, reported apart); 1
+    LOADTEST_MAX_FAIL_RATIO  the run exits 1 above this share of failed requests; 0.001
+    LOADTEST_MAX_P95_MS  ... or when an operation's p95 is above this; 0 (no latency threshold)
 
 Accounts are partitioned: scheduler i of S uses the accounts j with j % S == i, so two processes
 never share a token or an item. 429 answers are recorded as "429 <op>" failures and the account
@@ -75,6 +77,9 @@ SLOTS = max(1, int(_env("LOADTEST_SLOTS", "256")))
 LATE_S = float(_env("LOADTEST_LATE_MS", "50")) / 1000
 WARMUP_SECONDS = float(_env("LOADTEST_WARMUP", "0"))
 PROBES = _env("LOADTEST_PROBES", "1") == "1"
+MAX_FAIL_RATIO = float(_env("LOADTEST_MAX_FAIL_RATIO", "0.001"))
+MAX_LATE_RATIO = 0.001  # late or dropped starts: above this the schedule was not kept
+MAX_P95_MS = float(_env("LOADTEST_MAX_P95_MS", "0"))
 log = logging.getLogger("loadtest")
 _local_index = itertools.count()
 
@@ -116,6 +121,39 @@ def _schedule_warmup_reset(environment: Environment, **_: Any) -> None:
     # Threads are greenlets under Locust's monkey-patching; the master (or local runner) owns stats.
     if WARMUP_SECONDS > 0 and not isinstance(environment.runner, WorkerRunner):
         threading.Timer(WARMUP_SECONDS, environment.stats.reset_all).start()
+
+
+def threshold_problems(environment: Environment) -> list[str]:
+    """Why the run failed its thresholds (empty: it passed)."""
+    entries = list(environment.stats.entries.values())
+    sent = [e for e in entries if e.method != SCHED and not e.name.startswith("setup_")]
+    schedule = {e.name: e.num_requests for e in entries if e.method == SCHED}
+    requests = sum(e.num_requests for e in sent)
+    if not requests:
+        return ["no requests were made"]
+    problems = []
+    failed = sum(e.num_failures for e in sent) / requests
+    if failed > MAX_FAIL_RATIO:
+        problems.append(f"{failed:.2%} of requests failed (threshold {MAX_FAIL_RATIO:.2%})")
+    dropped = schedule.get("dropped", 0)
+    off = (schedule.get("late", 0) + dropped) / (requests + dropped)
+    if off > MAX_LATE_RATIO:
+        problems.append(f"{off:.2%} of starts were late or dropped: the schedule was not kept")
+    for entry in sent:
+        p95 = entry.get_response_time_percentile(0.95) if entry.num_requests else 0
+        if MAX_P95_MS and p95 > MAX_P95_MS:
+            problems.append(f"{entry.name} p95 {p95:.0f} ms is over {MAX_P95_MS:.0f} ms")
+    return problems
+
+
+@events.quitting.add_listener
+def _thresholds(environment: Environment, **_: Any) -> None:
+    # The master (or local runner) holds the totals; a Job's pod then exits non-zero.
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    if problems := threshold_problems(environment):
+        log.error("thresholds failed: %s", "; ".join(problems))
+        environment.process_exit_code = 1
 
 
 class Account:
