@@ -152,6 +152,11 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "",
         "## Repetitions",
         "",
+        "Worker recycling is off (MAX_REQUESTS=0, as in benchmarks/run.py): a recycle inside a "
+        "window would decide the result by chance. A worker replaced anyway (crash, memory "
+        "limit) is counted and invalidates its repetition: "
+        f"{sum(p.get('recycles', 0) for p in report['pods'])} in this run.",
+        "",
         "| workers | λ* | first fail | valid | ready s | peak MiB pod/worker | throttled | notes |",
         "|---|---|---|---|---|---|---|---|",
     ]

@@ -328,7 +328,7 @@ def run_step(
     users = plan.processes
     args = [
         *(sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary"),
-        *("-u", str(users), "-r", str(users), "-t", f"{total}s", "--stop-timeout", "3"),
+        *("-u", str(users), "-r", "100", "-t", f"{total}s", "--stop-timeout", "3"),
         *("--host", url, "--csv", str(prefix), "--loglevel", "WARNING"),
     ]
     if plan.processes > 1:
@@ -500,6 +500,12 @@ def repetition(
     )
     if oom:
         notes.append(f"{oom} process(es) were killed for exceeding the memory limit")
+    # Recycling is off (MAX_REQUESTS=0): any worker booted past the first `workers` replaced
+    # one that died (a crash or the memory limit), and the repetition does not count.
+    boots = (logs / f"{tag}.log").read_text().count("Booting worker with pid")
+    recycles = max(0, boots - workers)
+    if recycles:
+        notes.append(f"{recycles} worker(s) were replaced during the repetition")
     valid = not notes and pod.faithful and star is not None
     if not pod.faithful:
         notes.append("the pod's limits fell back to taskset: not a pod")
@@ -522,7 +528,7 @@ def repetition(
         start_to_ready_s=round(ready_s, 2),
         throttled_fraction=(at.throttled_periods / at.periods) if at and at.periods else None,
     )
-    pod_info = {**pod_info, "oom_kills": oom, "processes": len(processes)}
+    pod_info = {**pod_info, "oom_kills": oom, "processes": len(processes), "recycles": recycles}
     seconds = time.monotonic() - began
     progress.rep_overhead.append(
         seconds - sum(progress.step_seconds[-len(records) :]) if records else seconds
@@ -556,7 +562,7 @@ def progress_thread(
     def loop() -> None:
         while not stop.wait(every_s):
             elapsed = time.monotonic() - progress.started
-            eta = progress.eta_s(8, default_step_s)
+            eta = progress.eta_s(6, default_step_s)  # estimate_duration_s's first/later mix
             say(
                 f"[progress] {progress.reps_done}/{progress.total_reps} repetitions, "
                 f"{progress.steps_done} steps ({progress.retries} retried); "
