@@ -97,22 +97,43 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
-def children(pid: int) -> list[int]:
-    """`pid` and its descendants, from /proc."""
-    parents: dict[int, list[int]] = {}
+def process_table() -> dict[int, tuple[int, str, float]]:
+    """pid -> (parent pid, command name, CPU seconds) of every process, from /proc."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(parents.get(current, []))
-    return tree
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # the process ended while we looked
+            fields = stat[stat.rindex(")") + 2 :].split()
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            # utime + stime, plus cutime + cstime: the CPU of children it reaped (a Gunicorn
+            # worker recycled after max_requests), which would otherwise vanish from the tree.
+            ticks = sum(int(v) for v in fields[11:15])
+            table[int(entry.name)] = (int(fields[1]), comm, ticks / CLOCK_TICKS)
+    return table
+
+
+def tree(table: dict[int, tuple[int, str, float]], root: int) -> list[int]:
+    """`root` and its descendants."""
+    found, frontier = [root], [root]
+    while frontier:
+        parent = frontier.pop()
+        kids = [pid for pid, row in table.items() if row[0] == parent and pid not in found]
+        found.extend(kids)
+        frontier.extend(kids)
+    return found
+
+
+def tree_cpu_seconds(table: dict[int, tuple[int, str, float]], root: int) -> float:
+    """CPU seconds of a live process and all its descendants."""
+    return sum(table[pid][2] for pid in tree(table, root) if pid in table)
+
+
+def children(pid: int) -> list[int]:
+    """`pid` and its descendants, from /proc."""
+    return tree(process_table(), pid)
 
 
 class Pod:

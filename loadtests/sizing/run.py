@@ -31,7 +31,7 @@ from typing import IO, Any
 import httpx
 
 from loadtests.sizing import mix as mixes
-from loadtests.sizing.pod import (
+from loadtests.sizing.pod import (  # noqa: F401 - process_table, tree_cpu_seconds: benchmarks/ import them from here
     CpuSample,
     Limits,
     Pod,
@@ -39,6 +39,8 @@ from loadtests.sizing.pod import (
     open_pod,
     peak_rss_bytes,
     process_cpu_s,
+    process_table,
+    tree_cpu_seconds,
 )
 from loadtests.sizing.select import (
     Objective,
