@@ -475,7 +475,7 @@ def recommend(
     pods = max(cost.min_replicas, math.ceil(peak_rps / best.lambda_star.median))
     figures = (
         f"λ* {best.lambda_star.median:.0f} req/s per pod (95 % interval "
-        f"{best.lambda_star.low:.0f}-{best.lambda_star.high:.0f}, {best.reps} repetitions); "
+        f"{best.lambda_star.low:.0f}-{best.lambda_star.high:.0f}, {best.reps} repetition(s)); "
         f"{pods} pod(s) for {peak_rps:g} req/s cost {best.cost[0]:.2f} CPU-equivalents"
     )
     if ties:
@@ -483,7 +483,7 @@ def recommend(
             None,
             f"{plural(best.workers)} and {', '.join(map(str, ties))} cannot be told apart: their "
             f"cost intervals at {peak_rps:g} req/s overlap ({figures}); measure more repetitions "
-            "or choose on other grounds",
+            "or choose on other grounds.",
             (*ties, best.workers),
             stable,
             best.lambda_star.median,
@@ -491,7 +491,7 @@ def recommend(
         )
     return Recommendation(
         best.workers,
-        f"{plural(best.workers)}: {figures}, the lowest of the counts measured",
+        f"{plural(best.workers)}: {figures}, the lowest of the counts measured.",
         (),
         stable,
         best.lambda_star.median,
@@ -534,7 +534,7 @@ def validity(
             f"measured windows of {c.window_s:g} s are shorter than {c.min_window_s:g} s"
         )
     if c.reps < c.min_reps:
-        blocking.append(f"{c.reps} repetitions per count, fewer than {c.min_reps}")
+        blocking.append(f"{c.reps} repetition(s) per count, fewer than {c.min_reps}")
     if not c.pod_faithful:
         blocking.append("the server ran under taskset, not the pod's CPU quota and memory limit")
     if not c.stack_pod:

@@ -240,7 +240,7 @@ def test_nothing_qualifies_without_enough_valid_repetitions() -> None:
     ("conditions", "reason"),
     [
         (Conditions(window_s=30), "measured windows of 30 s are shorter than 60 s"),
-        (Conditions(window_s=60, reps=2), "2 repetitions per count, fewer than 3"),
+        (Conditions(window_s=60, reps=2), "2 repetition(s) per count, fewer than 3"),
         (
             Conditions(window_s=60, pod_faithful=False),
             "the server ran under taskset, not the pod's CPU quota and memory limit",

@@ -44,7 +44,7 @@ def test_a_short_run_writes_a_complete_report_marked_not_valid(tmp_path: Path) -
     assert validity["valid"] is False
     assert validity["valid_for_apply"] is False
     assert "measured windows of 3 s are shorter than 60 s" in validity["reasons"]
-    assert "1 repetitions per count, fewer than 3" in validity["reasons"]
+    assert "1 repetition(s) per count, fewer than 3" in validity["reasons"]
     if CGROUP_V1.exists():
         assert report["pod_modes"] == ["cgroup-v1"]
         assert report["pods"][0]["cpu_limit"] == 1.0
