@@ -27,7 +27,14 @@ from typing import Any
 from loadtests.sizing import mix as mixes
 from loadtests.sizing.apply import ApplyRefused, apply
 from loadtests.sizing.report import environment, write_all
-from loadtests.sizing.run import Plan, Progress, estimate_duration_s, progress_thread, repetition
+from loadtests.sizing.run import (
+    Plan,
+    Progress,
+    estimate_duration_s,
+    progress_thread,
+    repetition,
+    wait_for_quiet,
+)
 from loadtests.sizing.select import (
     Conditions,
     CostModel,
@@ -98,6 +105,9 @@ def parser() -> argparse.ArgumentParser:
     add("--pg-url", default=Plan.pg_url)
     add("--redis-url", default=Plan.redis_url)
     add("--out", type=Path, default=Plan.out)
+    add("--quiet-wait", type=float, default=120, help="before each repetition, wait at most "
+        "this long for other work to fall below --quiet-cpus (%(default)s s)")  # fmt: skip
+    add("--quiet-cpus", type=float, default=0.3, help="(%(default)s)")
     add("--progress", type=float, default=5.0, help="seconds between progress lines (5)")
     return p
 
@@ -174,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         f"sizing stack {args.stack!r}: pod CPU limit {limit:g} (request {request:g}), worker "
         f"counts {counts} x {args.reps} repetitions in shuffled rounds, {args.warmup} s warm-up +"
         f" {args.window} s windows, {args.arrivals} arrivals, peak {args.peak_rps:g} req/s; "
-        f"login fraction {login:.4%}; estimated {full / 3600:.1f} h"
+        f"login fraction {login:.4%}; estimated {full / 3600:.1f} h, plus up to "
+        f"{args.quiet_wait * len(schedule) / 60:.0f} min waiting for a quiet machine"
     )
     if (load := os.getloadavg()[0]) > 0.5:
         say(f"warning: load average {load:.1f}: other work on this machine will skew the figures")
@@ -195,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             say(
                 f"[{i}/{len(schedule)}] {workers} worker(s), repetition {rep}, from {start:g} req/s"
             )
+            progress.current = "waiting for a quiet machine"
+            progress.waits.append(wait_for_quiet(args.quiet_wait, args.quiet_cpus, say))
             try:
                 record = repetition(plan, workers, rep, say, progress, start, growth)
             except Exception as error:  # reported; the run goes on with the next repetition

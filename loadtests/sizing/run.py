@@ -101,6 +101,7 @@ class Progress:
     step_seconds: list[float] = field(default_factory=list)
     rep_overhead: list[float] = field(default_factory=list)  # set-up and tear-down of a server
     steps_per_rep: list[int] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)  # seconds spent waiting for a quiet machine
     current: str = "starting"
 
     def eta_s(self, default_steps: int, default_step_s: float) -> float:
@@ -108,6 +109,7 @@ class Progress:
         steps = statistics.mean(self.steps_per_rep) if self.steps_per_rep else default_steps
         retry_share = self.retries / self.steps_done if self.steps_done else 0.0
         overhead = statistics.median(self.rep_overhead) if self.rep_overhead else 30.0
+        overhead += statistics.mean(self.waits) if self.waits else 0.0
         left = self.total_reps - self.reps_done
         in_current = self.steps_done - sum(self.steps_per_rep)
         return max(0.0, left * (steps * (1 + retry_share) * step + overhead) - in_current * step)
@@ -118,6 +120,26 @@ def estimate_duration_s(plan: Plan, reps: int, first_steps: int = 9, later_steps
     from --start-rps (about `first_steps` steps), later ones start near the earlier λ*."""
     step = plan.warmup_s + plan.window_s + plan.cooldown_s + 6  # Locust's start and stop
     return reps * (later_steps * step + 40) + (first_steps - later_steps) * step
+
+
+def machine_busy(seconds: float = 2.0) -> float:
+    """CPUs busy on the whole machine, averaged over `seconds`."""
+    before = _machine_busy_s()
+    time.sleep(seconds)
+    return (_machine_busy_s() - before) / seconds
+
+
+def wait_for_quiet(patience: float, threshold: float, say: Say) -> float:
+    """Wait (at most `patience` seconds) until other work leaves the machine nearly idle;
+    returns the seconds waited. Between repetitions nothing of this run is busy."""
+    started = time.monotonic()
+    while patience > 0 and (busy := machine_busy()) > threshold:
+        waited = time.monotonic() - started
+        if waited > patience:
+            say(f"  the machine is still busy ({busy:.1f} CPUs) after {waited:.0f} s: measuring")
+            break
+        time.sleep(3)
+    return time.monotonic() - started
 
 
 # --- the server ---------------------------------------------------------------------------------

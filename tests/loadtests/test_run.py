@@ -41,9 +41,10 @@ def test_progress_eta_counts_retries_and_overhead() -> None:
     progress.step_seconds = [80.0] * 10
     progress.steps_per_rep = [5, 5]
     progress.rep_overhead = [30.0, 40.0]
+    progress.waits = [10.0, 0.0]
 
-    # 2 left x (5 steps x 1.2 for retries x 80 s + 35 s overhead)
-    assert progress.eta_s(8, 80) == 2 * (5 * 1.2 * 80 + 35)
+    # 2 left x (5 steps x 1.2 for retries x 80 s + 35 s overhead + 5 s waiting)
+    assert progress.eta_s(8, 80) == 2 * (5 * 1.2 * 80 + 35 + 5)
 
 
 def test_the_full_run_is_estimated_before_it_starts() -> None:
