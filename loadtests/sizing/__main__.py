@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop.set()
 
-    mem = memory_advice([r for r in reps if r.valid])
+    # Every repetition's peaks count, valid or not: one that hit the memory limit is the case
+    # the budget must cover.
+    mem = memory_advice(reps)
     cost = CostModel(
         cpu_request=request,
         connections_per_worker=config.app.db_pool_size + config.app.db_max_overflow,
