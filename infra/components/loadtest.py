@@ -116,10 +116,20 @@ class LoadtestArgs:
     target: pulumi.Input[str]  # e.g. http://api.<namespace>.svc:80
     app: Runtime  # the service's image and settings, for the seed Job
     migration: pulumi.Resource  # the app's migration Job: the seed runs once it succeeded
+    # A load test on a production stack seeds an admin key and accounts there and spends its
+    # capacity: it needs an explicit yes. (The program passes these once infra/config.py has a
+    # key for the flag; until then both default to False.)
+    production: bool = False
+    allow_production: bool = False
 
 
 class Loadtest(pulumi.ComponentResource):
     def __init__(self, name: str, args: LoadtestArgs, opts: pulumi.ResourceOptions | None = None):
+        if args.production and not args.allow_production:
+            raise ConfigError(
+                f"{key('loadtestEnabled')}: a load test on a production stack seeds an admin API "
+                "key and accounts and spends its capacity; allow it explicitly"
+            )
         super().__init__("blueprint:index:Loadtest", name, None, opts)
         cfg, ns = args.config, args.namespace
         script = create(

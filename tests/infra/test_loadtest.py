@@ -302,3 +302,17 @@ def test_the_loadtest_objects_pass_every_policy(recorded: list[Recorded]) -> Non
     for resource_type, props in resources:
         assert violations(resource_type, props) == {}, (resource_type, props.get("metadata"))
     assert stack_violations(resources) == []
+
+
+def test_a_production_stack_needs_an_explicit_yes() -> None:
+    from unittest.mock import sentinel
+
+    from infra.components.loadtest import Loadtest, LoadtestArgs
+    from infra.config import PROJECT, parse
+
+    values = {k.removeprefix(f"{PROJECT}:"): v for k, v in harness.stack_config("dev").items()}
+    cfg = parse("dev", values, {}).loadtest
+    args = LoadtestArgs("ns", cfg, "http://api", sentinel.runtime, sentinel.job, production=True)
+
+    with pytest.raises(ConfigError, match="loadtestEnabled: a load test on a production stack"):
+        Loadtest("loadtest", args)
