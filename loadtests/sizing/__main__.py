@@ -30,6 +30,7 @@ from loadtests.sizing.report import environment, write_all
 from loadtests.sizing.run import (
     Plan,
     Progress,
+    RepetitionRecord,
     estimate_duration_s,
     progress_thread,
     repetition,
@@ -40,6 +41,7 @@ from loadtests.sizing.select import (
     CostModel,
     Hpa,
     Objective,
+    Recommendation,
     Repetition,
     hpa_advice,
     memory_advice,
@@ -194,7 +196,77 @@ def main(argv: list[str] | None = None) -> int:
         progress, say, args.progress, plan.warmup_s + plan.window_s + plan.cooldown_s + 6
     )
     reps: list[Repetition] = []
-    records = []
+    records: list[RepetitionRecord] = []
+
+    def conclude(final: bool) -> tuple[dict[str, Path], Recommendation]:
+        """The report from the repetitions so far: rewritten after each one (marked incomplete),
+        so an interrupted run still leaves one."""
+        # Every repetition's peaks count, valid or not: one that hit the memory limit is the case
+        # the budget must cover.
+        mem = memory_advice(reps)
+        cost = CostModel(
+            cpu_request=request,
+            connections_per_worker=config.app.db_pool_size + config.app.db_max_overflow,
+            min_replicas=config.app.min_replicas,
+        )
+        summaries = summarise(reps, cost, mem, args.peak_rps, args.seed)
+        rec = recommend(reps, summaries, cost, mem, args.peak_rps, min(3, args.reps), args.seed)
+        hpa = None
+        chosen = next((s for s in summaries if s.workers == rec.workers), None)
+        if chosen and chosen.cpus_at_star:
+            hpa = hpa_advice(
+                chosen.cpus_at_star.median,
+                request,
+                chosen.start_to_ready_s or 0.0,
+                Hpa(growth_per_min=args.growth_per_min),
+            )
+        others = [s.result.other_cpu for rr in records for s in rr.steps]
+        faithful = all(rr.pod.get("faithful") for rr in records)
+        verdict = validity(
+            Conditions(
+                window_s=args.window,
+                reps=args.reps,
+                pod_faithful=faithful,
+                stack_pod=args.cpu_limit is None,
+                max_noise=args.max_noise,
+                min_stability=args.min_stability,
+            ),
+            summaries,
+            rec,
+            sum(not r.valid for r in reps),
+            statistics.median(others) if others else 0.0,
+        )
+        ttls = sorted({rr.token_ttl_s for rr in records if rr.token_ttl_s})
+        if ttls and ttls != [int(args.token_ttl)]:
+            verdict["notes"].append(
+                f"the server's tokens live {ttls} s, not --token-ttl {args.token_ttl:g}: the login "
+                "fraction assumed the latter"
+            )
+        settings = {
+            "command": shlex.join(["python", "-m", "loadtests.sizing", *(argv or sys.argv[1:])]),
+            "stack": args.stack, "workers": counts, "reps": args.reps, "window_s": args.window,
+            "warmup_s": args.warmup, "arrivals": args.arrivals, "processes": args.processes,
+            "peak_rps": args.peak_rps, "pod_cpu_limit": limit, "pod_cpu_request": request,
+            "objective": {"latency_ms": objective.latency_ms,
+                          "error_budget": objective.error_budget,
+                          "max_late": objective.max_late, "max_dropped": objective.max_dropped,
+                          "max_client_cpu": objective.max_client_cpu,
+                          "precision": objective.precision},
+            "mix": mix, "login_fraction": login, "seed_users": args.seed_users, "seed": args.seed,
+            "order": schedule, "estimated_s": round(full), "load_average_before": round(load, 2),
+            "max_requests": 0,
+        }  # fmt: skip
+        report: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "environment": environment(git_commit()),
+            "settings": settings,
+            "validity": verdict,
+            "elapsed_s": round(time.monotonic() - progress.started),
+        }
+        paths = write_all(plan.out, report, records, reps, summaries, rec, mem, hpa, say, final)
+        return paths, rec
+
     try:
         for i, (workers, rep) in enumerate(schedule, 1):
             earlier = [r.lambda_star for r in reps if r.workers == workers and r.lambda_star]
@@ -218,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             records.append(record)
             reps.append(record.repetition)
             r = record.repetition
+            conclude(final=False)
             say(
                 f"  λ* {r.lambda_star or 0:g} req/s (first fail {r.high or '-'}), "
                 f"{'valid' if r.valid else 'INVALID: ' + '; '.join(r.notes)}; "
@@ -226,78 +299,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop.set()
 
-    # Every repetition's peaks count, valid or not: one that hit the memory limit is the case
-    # the budget must cover.
-    mem = memory_advice(reps)
-    cost = CostModel(
-        cpu_request=request,
-        connections_per_worker=config.app.db_pool_size + config.app.db_max_overflow,
-        min_replicas=config.app.min_replicas,
-    )
-    summaries = summarise(reps, cost, mem, args.peak_rps, args.seed)
-    rec = recommend(reps, summaries, cost, mem, args.peak_rps, min(3, args.reps), args.seed)
-    hpa = None
-    chosen = next((s for s in summaries if s.workers == rec.workers), None)
-    if chosen and chosen.cpus_at_star:
-        hpa = hpa_advice(
-            chosen.cpus_at_star.median,
-            request,
-            chosen.start_to_ready_s or 0.0,
-            Hpa(growth_per_min=args.growth_per_min),
-        )
-    others = [s.result.other_cpu for rr in records for s in rr.steps]
-    faithful = all(rr.pod.get("faithful") for rr in records)
-    verdict = validity(
-        Conditions(
-            window_s=args.window,
-            reps=args.reps,
-            pod_faithful=faithful,
-            stack_pod=args.cpu_limit is None,
-            max_noise=args.max_noise,
-            min_stability=args.min_stability,
-        ),
-        summaries,
-        rec,
-        sum(not r.valid for r in reps),
-        statistics.median(others) if others else 0.0,
-    )
-    ttls = sorted({rr.token_ttl_s for rr in records if rr.token_ttl_s})
-    if ttls and ttls != [int(args.token_ttl)]:
-        verdict["notes"].append(
-            f"the server's tokens live {ttls} s, not --token-ttl {args.token_ttl:g}: the login "
-            "fraction assumed the latter"
-        )
-    settings = {
-        "command": shlex.join(["python", "-m", "loadtests.sizing", *(argv or sys.argv[1:])]),
-        "stack": args.stack, "workers": counts, "reps": args.reps, "window_s": args.window,
-        "warmup_s": args.warmup, "arrivals": args.arrivals, "processes": args.processes,
-        "peak_rps": args.peak_rps, "pod_cpu_limit": limit, "pod_cpu_request": request,
-        "objective": {"latency_ms": objective.latency_ms, "error_budget": objective.error_budget,
-                      "max_late": objective.max_late, "max_dropped": objective.max_dropped,
-                      "max_client_cpu": objective.max_client_cpu,
-                      "precision": objective.precision},
-        "mix": mix, "login_fraction": login, "seed_users": args.seed_users, "seed": args.seed,
-        "order": schedule, "estimated_s": round(full), "load_average_before": round(load, 2),
-        "max_requests": 0,
-    }  # fmt: skip
-    report: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "environment": environment(git_commit()),
-        "settings": settings,
-        "validity": verdict,
-        "elapsed_s": round(time.monotonic() - progress.started),
-    }
-    paths = write_all(plan.out, report, records, reps, summaries, rec, mem, hpa, say)
+    paths, rec = conclude(final=True)
     if args.apply:
-        digest = hashlib.sha256(paths["json"].read_bytes()).hexdigest()[:16]
+        written = paths["json"].read_bytes()
+        report = json.loads(written)
         provenance = (
             f"{report['date']} by `make size`, commit {report['environment']['commit']}, "
-            f"sizing.json sha256 {digest}"
+            f"sizing.json sha256 {hashlib.sha256(written).hexdigest()[:16]}"
         )
         try:
-            done = apply(args.apply, json.loads(paths["json"].read_text()), provenance,
-                         dry_run=args.dry_run)  # fmt: skip
+            done = apply(args.apply, report, provenance, dry_run=args.dry_run)
         except ApplyRefused as error:
             say(str(error))
             return 2

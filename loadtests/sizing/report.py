@@ -253,6 +253,7 @@ def write_all(
     memory: MemoryAdvice | None,
     hpa: HpaAdvice | None,
     say: Callable[[str], None],
+    final: bool = True,
 ) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     rows = step_rows(records)
@@ -282,6 +283,8 @@ def write_all(
         writer.writeheader()
         writer.writerows(flat)
     chart(paths["png"], rows, report)
+    if not final:
+        return paths
     say("")
     say(paths["md"].read_text().split("## Repetitions")[0].rstrip())
     say(f"\nwrote {', '.join(str(p) for p in paths.values())}")

@@ -506,6 +506,8 @@ class Conditions:
     window_s: float
     min_window_s: float = 60.0
     reps: int = 5
+    done: int = 0  # repetitions that ran so far (of `planned`)
+    planned: int = 0
     min_reps: int = 3
     pod_faithful: bool = True
     stack_pod: bool = True  # the stack's own CPU limit (no --cpu-limit override)
@@ -529,6 +531,8 @@ def validity(
     """Whether the report may be trusted, and written into the stack (--apply)."""
     c = conditions
     blocking: list[str] = []
+    if c.done < c.planned:
+        blocking.append(f"incomplete: {c.done} of {c.planned} repetitions have run")
     if c.window_s < c.min_window_s:
         blocking.append(
             f"measured windows of {c.window_s:g} s are shorter than {c.min_window_s:g} s"

@@ -240,6 +240,10 @@ def test_nothing_qualifies_without_enough_valid_repetitions() -> None:
     ("conditions", "reason"),
     [
         (Conditions(window_s=30), "measured windows of 30 s are shorter than 60 s"),
+        (
+            Conditions(window_s=60, done=4, planned=15),
+            "incomplete: 4 of 15 repetitions have run",
+        ),
         (Conditions(window_s=60, reps=2), "2 repetition(s) per count, fewer than 3"),
         (
             Conditions(window_s=60, pod_faithful=False),
