@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out,
     )
     schedule = order(counts, args.reps, args.seed)
-    full = estimate_duration_s(plan, len(schedule))
+    full = estimate_duration_s(plan, len(counts), args.reps)
     say(
         f"sizing stack {args.stack!r}: pod CPU limit {limit:g} (request {request:g}), worker "
         f"counts {counts} x {args.reps} repetitions in shuffled rounds, {args.warmup} s warm-up +"

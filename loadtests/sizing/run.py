@@ -115,11 +115,13 @@ class Progress:
         return max(0.0, left * (steps * (1 + retry_share) * step + overhead) - in_current * step)
 
 
-def estimate_duration_s(plan: Plan, reps: int, first_steps: int = 9, later_steps: int = 5) -> float:
-    """What a full run takes before anything is measured: a first repetition of each count ramps
-    from --start-rps (about `first_steps` steps), later ones start near the earlier λ*."""
+def estimate_duration_s(
+    plan: Plan, counts: int, reps: int, first_steps: int = 9, later_steps: int = 5
+) -> float:
+    """What a run takes, before anything is measured: each count's first repetition ramps from
+    --start-rps (about `first_steps` steps), later ones start near the earlier λ*."""
     step = plan.warmup_s + plan.window_s + plan.cooldown_s + 6  # Locust's start and stop
-    return reps * (later_steps * step + 40) + (first_steps - later_steps) * step
+    return counts * (reps * (later_steps * step + 40) + (first_steps - later_steps) * step)
 
 
 def machine_busy(seconds: float = 2.0) -> float:

@@ -51,7 +51,7 @@ def test_the_full_run_is_estimated_before_it_starts() -> None:
     plan = Plan(stack=load_stack("dev"), cpu_limit=1, objective=Objective(), mix={})
 
     step = 15 + 60 + 2 + 6
-    assert estimate_duration_s(plan, reps=15) == 15 * (5 * step + 40) + 4 * step
+    assert estimate_duration_s(plan, counts=3, reps=5) == 3 * (5 * (5 * step + 40) + 4 * step)
 
 
 def test_rounds_shuffle_every_count_once_and_reproducibly() -> None:
