@@ -130,6 +130,8 @@ def run_locust(host: str, prefix: Path, seconds: int, **env: str) -> dict[str, d
     }
     users = environ.get("LOADTEST_SCHEDULERS", "1")
     args = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary"]
+    if processes := environ.pop("PROCESSES", None):
+        args += ["--processes", processes]
     args += ["-u", users, "-r", "100", "-t", f"{seconds}s", "--host", host, "--csv", str(prefix)]
     done = subprocess.run(args, env=environ, capture_output=True, text=True, timeout=60)
     assert done.returncode in (0, 1), done.stderr  # 1: some requests failed (on purpose)
@@ -154,6 +156,16 @@ def test_every_operation_is_validated_and_429s_are_counted_apart(stub: str, tmp_
     assert 0 < count(stats, "GET me", "Failure Count") < count(stats, "GET me")
     # Two schedulers, four accounts: each account is logged in by one scheduler, once.
     assert Stub.logins == {f"loadtest-{i}@example.com": 1 for i in range(4)}
+
+
+def test_locust_processes_share_the_accounts_without_overlap(stub: str, tmp_path: Path) -> None:
+    stats = run_locust(
+        stub, tmp_path / "procs", 6, LOADTEST_RATE="20", LOADTEST_SCHEDULERS="2", PROCESSES="2"
+    )
+
+    # One scheduler per process, each with its own accounts (by worker index): one login each.
+    assert Stub.logins == {f"loadtest-{i}@example.com": 1 for i in range(4)}
+    assert count(stats, "GET list_items") > 0
 
 
 def test_starts_keep_the_schedule_when_replies_are_slow(stub: str, tmp_path: Path) -> None:
