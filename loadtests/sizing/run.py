@@ -395,7 +395,9 @@ def run_step(
             proc.wait()
     cpu: CpuSample = after[0] - before[0]
     client = {p: (after[1][p] - before[1].get(p, 0.0)) / wall for p in after[1]}
-    client_busy = [round(c, 3) for c in client.values() if c > 0.02]  # the Locust master idles
+    # With --processes the Locust master only aggregates: report the processes that send.
+    busiest = max(client.values(), default=0.0)
+    client_busy = [round(c, 3) for c in client.values() if c > 0.1 * busiest or c == busiest]
     stores = (after[3] - before[3]) / wall
     other = (after[2] - before[2]) / wall - cpu.usage_s / wall - sum(client.values()) - stores
     with Path(f"{prefix}_stats.csv").open() as stats:
