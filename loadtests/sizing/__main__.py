@@ -115,15 +115,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def git_commit() -> str:
+    # A snapshot copied away from ongoing edits names its commit in SIZING_COMMIT.
+    if named := os.environ.get("SIZING_COMMIT"):
+        return named
     done = subprocess.run(
         ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True
     )
     dirty = subprocess.run(
         ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True
     )
-    # A snapshot outside the repository (a long run copied away from ongoing edits) names its
-    # commit in SIZING_COMMIT.
-    commit = done.stdout.strip() or os.environ.get("SIZING_COMMIT", "unknown")
+    commit = done.stdout.strip() or "unknown"
     return commit + ("-dirty" if dirty.stdout.strip() else "")
 
 
