@@ -74,7 +74,7 @@ validate-manifests: render-all ## kubernetes-validate --strict (each supported v
 	$(UV) tool run --quiet --from checkov==$(CHECKOV_VERSION) checkov --quiet --compact --skip-download \
 		--framework kubernetes -d build/manifests --config-file infra/checkov.yaml
 
-size: venv ## Sweep Gunicorn worker counts under Locust and recommend one (ARGS="--help" lists options)
+size: venv ## Measure the stack pod per worker count (open-loop Locust, cgroup limits) and recommend (ARGS="--help")
 	$(PY) -m loadtests.sizing $(ARGS)
 
 benchmark: venv ## wrk benchmarks of the full stack against the floor app (see docs/benchmarks.md)

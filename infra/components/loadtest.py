@@ -1,14 +1,23 @@
-"""Optional in-cluster load (off by default): distributed Locust aimed at the app's Service.
+"""Optional in-cluster load (off by default): distributed, open-loop Locust aimed at the app.
 
-The master runs one bounded headless-style run as soon as its workers connect (``--autostart``
-with users, spawn rate and run time from config), then keeps serving the results on its web UI
-(``kubectl port-forward svc/locust-master 8089``). Workers are a Deployment of N replicas.
+The master is a Job: one headless run (``--headless``, ``--run-time``), a deadline, no retries
+(``backoffLimit: 0``: a failed load test is a result, not something to repeat) and a TTL. Its
+results survive the pod in the log: the summary and ``--json`` statistics go to stdout, which
+``kubectl logs job/<name>`` reads until the TTL removes the Job. The locustfile's thresholds
+(LOADTEST_MAX_FAIL_RATIO, late or dropped starts, LOADTEST_MAX_P95_MS) set its exit code, so the
+Job fails, and ``pulumi up`` with it, when they do. Workers are a Deployment of N replicas with
+one whole CPU each (request = limit: Guaranteed, never throttled mid-schedule), kept off the
+nodes of the app's pods where the cluster has room.
+
+The schedule is open loop (see loadtests/locustfile.py): one scheduler per worker pod, so
+``--users`` is the worker count; ``loadtestUsers`` is read as the total arrival rate in
+requests per second until LoadtestConfig grows a key of its own for it.
 
 Before Locust starts, a Job in the service's own image (``app.job``: the migration Job's settings,
 secret files and hardening) runs ``python -m service seed-loadtest`` after the migrations: it
 creates ``loadtestSeedUsers`` accounts with a generated password and registers a generated
-exempt-tier API key. Both credentials live in this component's Secret only; the seed Job and the
-Locust containers read them from it (secretKeyRef), and Locust logs in as the seeded accounts.
+API key. Both credentials live in this component's Secret only; the seed Job and the Locust
+containers read them from it (secretKeyRef), and Locust logs in as the seeded accounts.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from infra.components.app import Runtime, job
+from infra.components.app import POD_LABELS, Runtime, job
 from infra.components.k8s import (
     PASSWORD_LENGTH,
     allow_ingress,
@@ -44,7 +53,11 @@ MASTER_PORT, WEB_PORT = 5557, 8089
 LOCUSTFILE = "/mnt/locust/locustfile.py"
 WORKER_LABELS = labels("locust", "worker")
 MASTER_LABELS = labels("locust", "master")
-SIZE = Resources("250m", "1", "256Mi")
+SIZE = Resources("250m", "1", "256Mi")  # the master: it aggregates, it does not send
+WORKER_SIZE = Resources("1", "1", "512Mi")  # a whole CPU: a throttled scheduler starts late
+DEADLINE_MARGIN_S = 300  # past the run time: workers connecting, the stop, the report
+RESULTS_TTL_S = 86_400  # the finished Job (and its log, the results) is kept a day
+MAX_FAIL_RATIO = "0.001"
 SEED = "seed-loadtest"  # the seed Job's container and component label
 # The variables the seed command and the locustfile read; the Secret's keys carry these names.
 PASSWORD_ENV, API_KEY_ENV = "LOADTEST_PASSWORD", "LOADTEST_API_KEY"
@@ -103,10 +116,20 @@ class LoadtestArgs:
     target: pulumi.Input[str]  # e.g. http://api.<namespace>.svc:80
     app: Runtime  # the service's image and settings, for the seed Job
     migration: pulumi.Resource  # the app's migration Job: the seed runs once it succeeded
+    # A load test on a production stack seeds an admin key and accounts there and spends its
+    # capacity: it needs an explicit yes. (The program passes these once infra/config.py has a
+    # key for the flag; until then both default to False.)
+    production: bool = False
+    allow_production: bool = False
 
 
 class Loadtest(pulumi.ComponentResource):
     def __init__(self, name: str, args: LoadtestArgs, opts: pulumi.ResourceOptions | None = None):
+        if args.production and not args.allow_production:
+            raise ConfigError(
+                f"{key('loadtestEnabled')}: a load test on a production stack seeds an admin API "
+                "key and accounts and spends its capacity; allow it explicitly"
+            )
         super().__init__("blueprint:index:Loadtest", name, None, opts)
         cfg, ns = args.config, args.namespace
         script = create(
@@ -146,75 +169,110 @@ class Loadtest(pulumi.ComponentResource):
         env = [
             {"name": "HOME", "value": "/tmp"},  # noqa: S108 - the emptyDir
             {"name": "LOADTEST_USERS", "value": str(cfg.seed_users)},
+            {"name": "LOADTEST_RATE", "value": str(cfg.users)},
+            {"name": "LOADTEST_SCHEDULERS", "value": str(cfg.workers)},
+            {"name": "LOADTEST_MAX_FAIL_RATIO", "value": MAX_FAIL_RATIO},
             *from_secret,
         ]
+        skips = checkov_skips(
+            CKV_K8S_43="upstream Locust image pinned by version tag",
+            CKV_K8S_8="a batch process: its exit code is the health that matters",
+            CKV_K8S_9="a batch process: its exit code is the health that matters",
+            **ENV_SECRETS_SKIP,
+        )
 
-        def deployment(
-            name: str, own: dict[str, str], replicas: int, args_: list[Any], **fields: Any
-        ) -> None:
-            locust = container(
+        def locust(size: Resources, args_: list[Any], **fields: Any) -> dict[str, Any]:
+            return container(
                 "locust",
                 cfg.image,
-                SIZE,
+                size,
                 mounts,
                 args=["-f", LOCUSTFILE, *args_],
                 env=env,
                 **fields,
             )
-            create(
-                k8s.apps.v1.Deployment,
-                name,
-                self,
-                ns,
-                own,
-                annotations=checkov_skips(
-                    CKV_K8S_43="upstream Locust image pinned by version tag",
-                    **ENV_SECRETS_SKIP,
-                    **(
-                        {}
-                        if "livenessProbe" in fields
-                        else {
-                            "CKV_K8S_8": "workers serve no port; the master tracks heartbeats",
-                            "CKV_K8S_9": "workers serve no port; the master tracks heartbeats",
-                        }
-                    ),
-                ),
-                spec={
-                    "replicas": replicas,
-                    "selector": {"matchLabels": selector(own)},
-                    "template": pod(own, [locust], volumes),
-                },
-                opts=pulumi.ResourceOptions(depends_on=[seed]),
-            )
 
-        web_probe = {"httpGet": {"path": "/", "port": "web"}, "periodSeconds": 10}
+        keep_away = {
+            "podAntiAffinity": {
+                # Preferred, not required: a one-node laptop cluster must still schedule them.
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "labelSelector": {"matchLabels": selector(POD_LABELS)},
+                            "topologyKey": "kubernetes.io/hostname",
+                        },
+                    }
+                ]
+            }
+        }
+        workers = create(
+            k8s.apps.v1.Deployment,
+            WORKER,
+            self,
+            ns,
+            WORKER_LABELS,
+            annotations=skips,
+            spec={
+                "replicas": cfg.workers,
+                "selector": {"matchLabels": selector(WORKER_LABELS)},
+                "template": pod(
+                    WORKER_LABELS,
+                    [locust(WORKER_SIZE, ["--worker", "--master-host", MASTER])],
+                    volumes,
+                    affinity=keep_away,
+                ),
+            },
+            opts=pulumi.ResourceOptions(depends_on=[seed]),
+        )
+        service(self, ns, MASTER_LABELS, {"master": MASTER_PORT}, name=MASTER)
+        allow_ingress(self, ns, MASTER_LABELS, MASTER_PORT, [peer()], name=MASTER)
         master_args = [
             "--master",
-            "--autostart",
+            "--headless",
             "--expect-workers",
             str(cfg.workers),
             "--users",
-            str(cfg.users),
+            str(cfg.workers),
             "--spawn-rate",
-            str(cfg.spawn_rate),
+            str(cfg.workers),
             "--run-time",
             cfg.run_time,
             "--host",
             args.target,
+            "--only-summary",
+            "--json",
         ]
-        deployment(
+        create(
+            k8s.batch.v1.Job,
             MASTER,
+            self,
+            ns,
             MASTER_LABELS,
-            1,
-            master_args,
-            ports=[
-                {"name": "master", "containerPort": MASTER_PORT},
-                {"name": "web", "containerPort": WEB_PORT},
-            ],
-            livenessProbe=web_probe,
-            readinessProbe=web_probe,
+            named=False,
+            annotations=skips,
+            spec={
+                "backoffLimit": 0,
+                "activeDeadlineSeconds": run_seconds(cfg.run_time) + DEADLINE_MARGIN_S,
+                "ttlSecondsAfterFinished": RESULTS_TTL_S,
+                "template": pod(
+                    MASTER_LABELS,
+                    [
+                        locust(
+                            SIZE,
+                            master_args,
+                            ports=[{"name": "master", "containerPort": MASTER_PORT}],
+                        )
+                    ],
+                    volumes,
+                    restartPolicy="Never",
+                ),
+            },
+            opts=pulumi.ResourceOptions(depends_on=[workers]),
         )
-        service(self, ns, MASTER_LABELS, {"master": MASTER_PORT, "web": WEB_PORT}, name=MASTER)
-        allow_ingress(self, ns, MASTER_LABELS, MASTER_PORT, [peer()], name=MASTER)
-        deployment(WORKER, WORKER_LABELS, cfg.workers, ["--worker", "--master-host", MASTER])
         self.register_outputs({"target": args.target})
+
+
+def run_seconds(run_time: str) -> int:
+    """Locust's --run-time ("90s", "5m", "1h"; LoadtestConfig checks the form) in seconds."""
+    return int(run_time[:-1]) * {"s": 1, "m": 60, "h": 3600}[run_time[-1]]

@@ -1,200 +1,321 @@
-"""`python -m loadtests.sizing` (`make size ARGS=...`): measure worker counts, recommend one.
+"""`python -m loadtests.sizing` (`make size ARGS=...`): how many Gunicorn workers a pod should run.
 
-Each worker count runs the production server on real PostgreSQL and Redis, pinned to as many CPUs
-as the stack's pod CPU limit, with Locust on the remaining CPUs; see run.py for one step.
+For each worker count, repeated on a fresh server in shuffled rounds: the stack's pod (its CPU
+limit as a CFS quota, its memory limit) runs the production command; open-loop Locust load
+finds λ*, the highest arrival rate that meets the objective, to ±3 %. The recommendation is the
+count that serves --peak-rps at the lowest cost, with bootstrap intervals and a stability figure;
+the memory budget and the HPA CPU target follow from what was measured. See docs/sizing.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import math
 import os
+import random
 import shlex
 import signal
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from loadtests.sizing.apply import (
-    CPU_KEYS,
-    StackError,
-    apply,
-    parse_cpu,
-    pod_cpu,
-    read_config,
-    stack_file,
+from loadtests.sizing import mix as mixes
+from loadtests.sizing.apply import ApplyRefused, apply
+from loadtests.sizing.report import environment, write_all
+from loadtests.sizing.run import (
+    Plan,
+    Progress,
+    RepetitionRecord,
+    estimate_duration_s,
+    progress_thread,
+    repetition,
+    wait_for_quiet,
 )
-from loadtests.sizing.report import COLUMNS, summary, table, table_row, write_all
-from loadtests.sizing.run import Plan, Say, machine_busy, measure, parse_ranges, split_cpus
-from loadtests.sizing.select import Objective, Step, recommend
+from loadtests.sizing.select import (
+    Conditions,
+    CostModel,
+    Hpa,
+    Objective,
+    Recommendation,
+    Repetition,
+    hpa_advice,
+    memory_advice,
+    recommend,
+    summarise,
+    validity,
+)
+from loadtests.sizing.stack import REPO, StackError, load_stack, parse_cpu, stack_file
 
-QUIET_CPUS = 0.3  # other work below this many busy CPUs counts as a quiet machine
-HEADROOM = "HPA target = CPU use at the objective x this (%(default)s)"
-QUIET_WAIT = "seconds a step waits at most for other work on the machine to stop (%(default)s)"
+SCHEMA_VERSION = 2
+TOKEN_TTL_S = 900  # the service's ACCESS_TOKEN_TTL_SECONDS default; the run checks it
 
 
-def parser(cpus: int) -> argparse.ArgumentParser:
+def parse_ranges(text: str) -> list[int]:
+    """ "1-3,5" -> [1, 2, 3, 5] (sorted, unique)."""
+    values: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        low, _, high = part.partition("-")
+        values.update(range(int(low), int(high or low) + 1))
+    if not values or min(values) < 1:
+        raise ValueError(f"not a list of worker counts: {text!r}")
+    return sorted(values)
+
+
+def parse_slo(items: list[str], base: Objective) -> dict[str, tuple[float, float]]:
+    """["read=100/250", ...] over the defaults."""
+    out = dict(base.latency_ms)
+    for item in items:
+        cls, _, values = item.partition("=")
+        p95, _, p99 = values.partition("/")
+        out[cls] = (float(p95), float(p99 or "inf"))
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m loadtests.sizing", description=__doc__)
     add = p.add_argument
-    add("--workers", default=f"1-{2 * cpus + 1}", help="counts: 1-5 or 1,2,4 (%(default)s)")
-    add("--users", type=int, help=f"Locust users, fixed ({Plan.users} per server CPU)")
-    add("--duration", type=int, default=Plan.duration, help="measured seconds a step (%(default)s)")
-    add("--warmup", type=int, default=Plan.warmup, help="discarded seconds first (%(default)s)")
-    add("--think", default=Plan.think, help="think time, LOADTEST_WAIT: S or MIN-MAX (%(default)s)")
-    add("--seed-users", type=int, default=Plan.seed_users, help="accounts seeded (%(default)s)")
-    add("--p95-ms", type=float, default=Objective.p95_ms, help="p95 objective (%(default)s)")
-    add(
-        "--margin",
-        type=float,
-        default=Objective.margin,
-        help="fraction of the best req/s that is close enough (%(default)s)",
-    )
-    add("--hpa-headroom", type=float, default=Objective.hpa_headroom, help=HEADROOM)
-    add("--stack", default="dev", help="stack whose pod CPU limit is measured (%(default)s)")
-    add("--cpu-limit", help="pod CPU limit, overriding the stack's (e.g. 1, 500m)")
-    add("--server-cpus", help="CPUs for the server, e.g. 0 or 0-1 (default: from the CPU limit)")
-    add("--pg-url", default=Plan.pg_url, help="PostgreSQL server, no database (%(default)s)")
-    add("--redis-url", default=Plan.redis_url, help="Redis for the limiter (%(default)s)")
-    add("--out", type=Path, default=Plan.out, help="output folder (%(default)s)")
-    add("--quiet-wait", type=float, default=Plan.quiet_wait, help=QUIET_WAIT)
-    add("--retries", type=int, default=2, help="re-measure a disturbed step (%(default)s times)")
-    add("--apply", metavar="STACK", help="write workers and HPA target into Pulumi.STACK.yaml")
+    add("--stack", default="staging", help="stack whose pod is measured (%(default)s)")
+    add("--apply", metavar="STACK", help="measure STACK's pod and write the result into it")
+    add("--dry-run", action="store_true", help="with --apply: show the diff, write nothing")
+    add("--workers", help="counts, e.g. 1-3 or 1,2,4 (default: 1 to 2 x ceil(CPU limit) + 1)")
+    add("--reps", type=int, default=5, help="repetitions per count, fresh server each (5)")
+    add("--window", type=int, default=60, help="measured seconds per step (60; <60 not valid)")
+    add("--warmup", type=int, default=15, help="discarded seconds before each window (15)")
+    add("--quick", action="store_true", help="3 reps, 10 s windows: a look, never --apply")
+    add("--peak-rps", type=float, default=1000.0, help="the rate to size for (%(default)s)")
+    add("--start-rps", type=float, help="first arrival rate tried (default 50 per CPU)")
+    add("--max-rps", type=float, default=Plan.max_rps, help="highest rate tried (%(default)s)")
+    add("--processes", type=int, default=1, help="Locust processes (%(default)s)")
+    add("--arrivals", choices=("poisson", "constant"), default="poisson")
+    add("--slo", action="append", default=[], metavar="CLASS=P95/P99", help="ms, e.g. read=100/250")
+    add("--error-budget", type=float, default=Objective.error_budget, help="(%(default)s)")
+    add("--seed-users", type=int, default=20, help="accounts seeded (%(default)s)")
+    add("--client-rps", type=float, default=1.0, help="one client's request rate (%(default)s)")
+    add("--token-ttl", type=float, default=TOKEN_TTL_S, help="access token lifetime, s (900)")
+    add("--login-fraction", type=float, help="default: 1 / (token TTL x client rate)")
+    add("--growth-per-min", type=float, default=Hpa.growth_per_min, help="HPA: load growth")
+    add("--cpu-limit", help="override the stack's CPU limit (the result is then not applicable)")
+    add("--retries", type=int, default=1, help="re-measure an invalid step (%(default)s times)")
+    add("--min-stability", type=float, default=Conditions.min_stability)
+    add("--max-noise", type=float, default=Conditions.max_noise)
+    add("--seed", type=int, default=13, help="order, arrivals and resampling seed (13)")
+    add("--pg-url", default=Plan.pg_url)
+    add("--redis-url", default=Plan.redis_url)
+    add("--out", type=Path, default=Plan.out)
+    add("--quiet-wait", type=float, default=120, help="before each repetition, wait at most "
+        "this long for other work to fall below --quiet-cpus (%(default)s s)")  # fmt: skip
+    add("--quiet-cpus", type=float, default=0.3, help="(%(default)s)")
+    add("--progress", type=float, default=5.0, help="seconds between progress lines (5)")
     return p
 
 
-def pod_cpus(stack: str, override: str | None, say: Say) -> tuple[float, float]:
-    """The pod's CPU limit (--cpu-limit, else the stack's) and request, as the Pulumi program reads
-    them (its defaults where the stack file says nothing)."""
-    try:
-        config = read_config(stack)
-    except StackError as error:
-        config = {}
-        say(f"note: {error}; using the Pulumi program's defaults")
-    (limit, limit_default), (request, request_default) = (pod_cpu(config, k) for k in CPU_KEYS)
-    if override:
-        limit, limit_default = parse_cpu(override), False
-    for kind, value, default in (
-        ("limit", limit, limit_default),
-        ("request", request, request_default),
-    ):
-        if default:
-            say(f"note: stack {stack!r} sets no CPU {kind}; using the default {value:g} CPU")
-    return limit, request
-
-
-def wait_for_quiet(patience: float, say: Say) -> None:
-    """Wait (at most `patience` seconds) until other work leaves the machine nearly idle."""
-    started = time.monotonic()
-    said = -60.0
-    while patience > 0 and (busy := machine_busy()) > QUIET_CPUS:
-        waited = time.monotonic() - started
-        if waited > patience:
-            say(f"  warning: the machine is still busy ({busy:.1f} CPUs); measuring anyway")
-            return
-        if waited - said >= 60:  # a line a minute, not one every sample
-            say(f"  waiting for the machine to quieten: {busy:.1f} CPUs busy with other work")
-            said = waited
-        time.sleep(3)
-
-
-def measure_once(plan: Plan, workers: int, say: Say) -> Step:
-    """One measurement with its progress line; one that breaks is reported and counts as empty."""
-    wait_for_quiet(plan.quiet_wait, say)
-    started = time.monotonic()
-    try:
-        step = measure(plan, workers, say)
-    except Exception as error:  # reported, and the sweep goes on with the next count
-        say(f"  step failed: {error} (see {plan.out}/logs/workers-{workers}.log)")
-        step = Step(workers, 0, 0, 0, 0, failures=0)
-    cpu = dict(zip(COLUMNS, table_row(step, None), strict=True))
-    say(
-        f"  done in {time.monotonic() - started:.0f} s: {cpu['rps']} req/s, p50 {cpu['p50_ms']} /"
-        f" p95 {cpu['p95_ms']} / p99 {cpu['p99_ms']} ms, {step.failures} failures, "
-        f"{step.rate_limited} rate-limited; CPU: server {cpu['cpu_util']}, Locust "
-        f"{cpu['client_cpu_util']}, PG+Redis {cpu['stores_cpu']}, other {cpu['other_cpu']}"
+def git_commit() -> str:
+    # A snapshot copied away from ongoing edits names its commit in SIZING_COMMIT.
+    if named := os.environ.get("SIZING_COMMIT"):
+        return named
+    done = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True
     )
-    return step
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True
+    )
+    commit = done.stdout.strip() or "unknown"
+    return commit + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def disturbed(step: Step) -> str | None:
-    """Why a measurement should be taken again: it broke, or other work ran during it."""
-    if not step.requests:
-        return "the step completed no requests"
-    if (step.other_cpu or 0) > QUIET_CPUS:
-        return f"other work used {step.other_cpu:.2f} CPUs meanwhile"
-    return None
-
-
-def measure_step(plan: Plan, workers: int, progress: str, retries: int, say: Say) -> Step:
-    """Measure a worker count; again (up to `retries` times) while other work skewed it, keeping
-    the least disturbed measurement."""
-    say(f"{progress} {workers} worker(s)")
-    tries = [measure_once(plan, workers, say)]
-    while len(tries) <= retries and (why := disturbed(tries[-1])):
-        say(f"  {why}; measuring again")
-        tries.append(measure_once(plan, workers, say))
-    return min(tries, key=lambda step: (not step.requests, step.other_cpu or 0))
+def order(counts: list[int], reps: int, seed: int) -> list[tuple[int, int]]:
+    """Rounds of every count, each round shuffled: drift hits every count alike."""
+    rng = random.Random(seed)
+    out = []
+    for rep in range(1, reps + 1):
+        round_ = list(counts)
+        rng.shuffle(round_)
+        out += [(w, rep) for w in round_]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     say = lambda line: print(line, flush=True)  # noqa: E731
-    # SIGTERM unwinds like Ctrl-C: the server stops and the throwaway database is dropped.
+    # SIGTERM unwinds like Ctrl-C: the server stops, the cgroup and the database are removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    available = sorted(os.sched_getaffinity(0))
-    args = parser(len(available)).parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     if args.apply:
-        stack_file(args.apply)  # refuse an unknown stack before minutes of measuring
-    limit, request = pod_cpus(args.stack, args.cpu_limit, say)
-    explicit = parse_ranges(args.server_cpus) if args.server_cpus else None
-    server, client, notes = split_cpus(available, limit, explicit)
-    for note in notes:
-        say(f"note: {note}")
+        args.stack = args.apply  # --apply X measures X's pod, nothing else
+    if args.quick:
+        args.reps, args.window, args.warmup = min(args.reps, 3), min(args.window, 10), 3
+    try:
+        stack_file(args.stack)
+        config = load_stack(args.stack)
+    except (StackError, Exception) as error:  # ConfigError too: say it before minutes of work
+        p.error(f"stack {args.stack!r}: {error}")
+    limit = parse_cpu(args.cpu_limit or config.app.cpu_limit)
+    request = parse_cpu(config.app.cpu)
+    counts = parse_ranges(args.workers or f"1-{2 * math.ceil(limit) + 1}")
+    objective = Objective(
+        latency_ms=parse_slo(args.slo, Objective()), error_budget=args.error_budget
+    )
+    login = args.login_fraction
+    if login is None:
+        login = mixes.login_fraction(args.token_ttl, args.client_rps)
+    mix = mixes.build(mixes.DEFAULT_FRACTIONS, login)
     plan = Plan(
-        users=args.users or Plan.users * len(server),
-        duration=args.duration,
-        warmup=args.warmup,
-        think=args.think,
+        stack=config,
+        cpu_limit=limit,
+        objective=objective,
+        mix=mix,
+        window_s=args.window,
+        warmup_s=args.warmup,
+        processes=args.processes,
+        arrivals=args.arrivals,
         seed_users=args.seed_users,
-        server_cpus=tuple(server),
-        client_cpus=tuple(client),
+        start_rps=args.start_rps or 50 * limit,
+        max_rps=args.max_rps,
+        retries=args.retries,
         pg_url=args.pg_url,
         redis_url=args.redis_url,
         out=args.out,
-        quiet_wait=args.quiet_wait,
     )
-    objective = Objective(p95_ms=args.p95_ms, margin=args.margin, hpa_headroom=args.hpa_headroom)
-    counts = parse_ranges(args.workers)
-    step_seconds = plan.warmup + plan.duration + 10
+    schedule = order(counts, args.reps, args.seed)
+    full = estimate_duration_s(plan, len(counts), args.reps)
     say(
-        f"sizing {len(counts)} worker count(s) {counts}: server on CPU {server}, Locust on "
-        f"CPU {client}, {plan.users} users; about {len(counts) * step_seconds // 60 + 1} min"
+        f"sizing stack {args.stack!r}: pod CPU limit {limit:g} (request {request:g}), worker "
+        f"counts {counts} x {args.reps} repetitions in shuffled rounds, {args.warmup} s warm-up +"
+        f" {args.window} s windows, {args.arrivals} arrivals, peak {args.peak_rps:g} req/s; "
+        f"login fraction {login:.4%}; estimated {full / 3600:.1f} h, plus up to "
+        f"{args.quiet_wait * len(schedule) / 60:.0f} min waiting for a quiet machine"
     )
     if (load := os.getloadavg()[0]) > 0.5:
         say(f"warning: load average {load:.1f}: other work on this machine will skew the figures")
-    steps = [
-        measure_step(plan, workers, f"[{i}/{len(counts)}]", args.retries, say)
-        for i, workers in enumerate(counts, 1)
-    ]
-    rec = recommend(steps, objective, len(server), request)
-    settings = {
-        "command": shlex.join(["python", "-m", "loadtests.sizing", *(argv or sys.argv[1:])]),
-        "workers": counts, "users": plan.users, "think_s": plan.think,
-        "duration_s": plan.duration, "warmup_s": plan.warmup, "p95_objective_ms": objective.p95_ms,
-        "margin": objective.margin, "hpa_headroom": objective.hpa_headroom, "stack": args.stack,
-        "pod_cpu_limit": limit, "pod_cpu_request": request, "server_cpus": server,
-        "client_cpus": client, "machine_cpus": len(available), "notes": notes,
-        "load_average_before": round(load, 2),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-    }  # fmt: skip
-    paths = write_all(plan.out, steps, rec, settings)
-    say("\n" + table(steps, rec.workers) + "\n\n" + summary(rec))
-    say(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    progress = Progress(total_reps=len(schedule))
+    stop = progress_thread(
+        progress, say, args.progress, plan.warmup_s + plan.window_s + plan.cooldown_s + 6
+    )
+    reps: list[Repetition] = []
+    records: list[RepetitionRecord] = []
+
+    def conclude(final: bool) -> tuple[dict[str, Path], Recommendation]:
+        """The report from the repetitions so far: rewritten after each one (marked incomplete),
+        so an interrupted run still leaves one."""
+        # Every repetition's peaks count, valid or not: one that hit the memory limit is the case
+        # the budget must cover.
+        mem = memory_advice(reps)
+        cost = CostModel(
+            cpu_request=request,
+            connections_per_worker=config.app.db_pool_size + config.app.db_max_overflow,
+            min_replicas=config.app.min_replicas,
+        )
+        summaries = summarise(reps, cost, mem, args.peak_rps, args.seed)
+        rec = recommend(reps, summaries, cost, mem, args.peak_rps, min(3, args.reps), args.seed)
+        hpa = None
+        chosen = next((s for s in summaries if s.workers == rec.workers), None)
+        if chosen and chosen.cpus_at_star:
+            hpa = hpa_advice(
+                chosen.cpus_at_star.median,
+                request,
+                chosen.start_to_ready_s or 0.0,
+                Hpa(growth_per_min=args.growth_per_min),
+            )
+        others = [s.result.other_cpu for rr in records for s in rr.steps]
+        faithful = all(rr.pod.get("faithful") for rr in records)
+        verdict = validity(
+            Conditions(
+                window_s=args.window,
+                reps=args.reps,
+                pod_faithful=faithful,
+                stack_pod=args.cpu_limit is None,
+                max_noise=args.max_noise,
+                min_stability=args.min_stability,
+            ),
+            summaries,
+            rec,
+            sum(not r.valid for r in reps),
+            statistics.median(others) if others else 0.0,
+        )
+        ttls = sorted({rr.token_ttl_s for rr in records if rr.token_ttl_s})
+        if ttls and ttls != [int(args.token_ttl)]:
+            verdict["notes"].append(
+                f"the server's tokens live {ttls} s, not --token-ttl {args.token_ttl:g}: the login "
+                "fraction assumed the latter"
+            )
+        settings = {
+            "command": shlex.join(["python", "-m", "loadtests.sizing", *(argv or sys.argv[1:])]),
+            "stack": args.stack, "workers": counts, "reps": args.reps, "window_s": args.window,
+            "warmup_s": args.warmup, "arrivals": args.arrivals, "processes": args.processes,
+            "peak_rps": args.peak_rps, "pod_cpu_limit": limit, "pod_cpu_request": request,
+            "objective": {"latency_ms": objective.latency_ms,
+                          "error_budget": objective.error_budget,
+                          "max_late": objective.max_late, "max_dropped": objective.max_dropped,
+                          "max_client_cpu": objective.max_client_cpu,
+                          "precision": objective.precision},
+            "mix": mix, "login_fraction": login, "seed_users": args.seed_users, "seed": args.seed,
+            "order": schedule, "estimated_s": round(full), "load_average_before": round(load, 2),
+            "max_requests": 0,
+        }  # fmt: skip
+        report: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "environment": environment(git_commit()),
+            "settings": settings,
+            "validity": verdict,
+            "elapsed_s": round(time.monotonic() - progress.started),
+        }
+        paths = write_all(plan.out, report, records, reps, summaries, rec, mem, hpa, say, final)
+        return paths, rec
+
+    try:
+        for i, (workers, rep) in enumerate(schedule, 1):
+            earlier = [r.lambda_star for r in reps if r.workers == workers and r.lambda_star]
+            start, growth = (
+                (round(0.95 * statistics.median(earlier), 1), 1.15)
+                if earlier
+                else (plan.start_rps, 2.0)
+            )
+            say(
+                f"[{i}/{len(schedule)}] {workers} worker(s), repetition {rep}, from {start:g} req/s"
+            )
+            progress.current = "waiting for a quiet machine"
+            progress.waits.append(wait_for_quiet(args.quiet_wait, args.quiet_cpus, say))
+            try:
+                record = repetition(plan, workers, rep, say, progress, start, growth)
+            except Exception as error:  # reported; the run goes on with the next repetition
+                say(f"  repetition failed: {error} (see {plan.out}/logs/)")
+                progress.reps_done += 1
+                reps.append(Repetition(workers, None, None, False, (f"failed: {error}",)))
+                continue
+            records.append(record)
+            reps.append(record.repetition)
+            r = record.repetition
+            conclude(final=False)
+            say(
+                f"  λ* {r.lambda_star or 0:g} req/s (first fail {r.high or '-'}), "
+                f"{'valid' if r.valid else 'INVALID: ' + '; '.join(r.notes)}; "
+                f"ready in {r.start_to_ready_s} s, took {record.seconds / 60:.1f} min"
+            )
+    finally:
+        stop.set()
+
+    paths, rec = conclude(final=True)
     if args.apply:
-        if rec.workers is None:
-            say(f"nothing applied to stack {args.apply!r}: no worker count qualified")
-            return 1
-        path = apply(args.apply, rec.workers, rec.hpa_cpu_target)
-        say(f"applied workers={rec.workers}, hpaCpuTarget={rec.hpa_cpu_target} to {path}")
-    return 0 if any(s.requests for s in steps) else 1
+        written = paths["json"].read_bytes()
+        report = json.loads(written)
+        provenance = (
+            f"{report['date']} by `make size`, commit {report['environment']['commit']}, "
+            f"sizing.json sha256 {hashlib.sha256(written).hexdigest()[:16]}"
+        )
+        try:
+            done = apply(args.apply, report, provenance, dry_run=args.dry_run)
+        except ApplyRefused as error:
+            say(str(error))
+            return 2
+        say(done.diff or "(no change)")
+        say(f"{'would write' if args.dry_run else 'wrote'} {done.path}")
+    return 0 if rec.workers is not None or rec.indistinguishable else 1
 
 
 if __name__ == "__main__":

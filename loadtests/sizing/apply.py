@@ -1,89 +1,155 @@
-"""Read the pod's CPU from a Pulumi stack file, and write the sizing result back into it.
+"""Write a sizing result into the stack it measured: refused unless the run can be trusted,
+validated through infra.config (the connection budget included), atomic, with provenance.
 
-`Pulumi.<stack>.yaml` is edited with ruamel.yaml's round-trip mode, so its comments, key order
-and quoting survive; only the two keys the Pulumi program reads change.
+The stack file is edited as text: only the lines of the keys written change (and the provenance
+comment above `workers`), so comments, order and quoting elsewhere survive byte for byte.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.scalarstring import DoubleQuotedScalarString
-from ruamel.yaml.util import load_yaml_guess_indent
+from infra.config import PROJECT, ConfigError
+from loadtests.sizing.stack import REPO, StackError, config_values, parse_values, stack_file
 
-PROJECT = "blueprint"
-WORKERS_KEY = f"{PROJECT}:workers"
-HPA_KEY = f"{PROJECT}:hpaCpuTarget"
-# The pod's CPU as infra/config.py reads it, with its defaults when the stack does not say.
-CPU_KEYS = {"limit": (f"{PROJECT}:cpuLimit", "1"), "request": (f"{PROJECT}:cpuRequest", "250m")}
+PROVENANCE = "# sizing:"
+ORDER = ("workers", "hpaCpuTarget", "memoryBaseMi", "memoryPerWorkerMi")
 
 
-class StackError(ValueError):
-    """An unknown stack, or a stack file this module cannot read."""
+class ApplyRefused(RuntimeError):
+    """The run cannot be written into the stack; the message says why."""
 
 
-def stack_file(stack: str, root: Path = Path()) -> Path:
-    path = root / f"Pulumi.{stack}.yaml"
-    if not path.is_file():
-        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
-        raise StackError(f"unknown stack {stack!r}: no {path} (known stacks: {known or 'none'})")
-    return path
-
-
-def _load(path: Path) -> tuple[YAML, Any]:
-    yaml = YAML()  # round-trip
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # never fold a long value (image digests) onto a new line
-    text = path.read_text()
-    _, indent, dash_offset = load_yaml_guess_indent(text)
-    if dash_offset is not None:  # keep the file's list style ("  key:\n    - item")
-        yaml.indent(mapping=2, sequence=indent, offset=dash_offset)
-    doc = yaml.load(text)
-    if doc is None:
-        doc = {}
-    if not isinstance(doc, dict) or not isinstance(doc.get("config", {}), dict):
-        raise StackError(f"{path} is not a Pulumi stack file (no `config:` mapping)")
-    return yaml, doc
-
-
-def read_config(stack: str, root: Path = Path()) -> dict[str, Any]:
-    """The stack's `config:` mapping (empty when it has none)."""
-    return dict(_load(stack_file(stack, root))[1].get("config") or {})
-
-
-def parse_cpu(value: object) -> float:
-    """A Kubernetes CPU quantity ("1", "1.5", "500m", 2) in CPUs."""
-    text = str(value).strip()
-    cpus = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
-    if cpus <= 0:
-        raise ValueError(f"CPU quantity must be positive, not {value!r}")
-    return cpus
-
-
-def pod_cpu(config: dict[str, Any], kind: str = "limit") -> tuple[float, bool]:
-    """The pod's CPU limit or request in CPUs, and whether it is the Pulumi program's default."""
-    key, default = CPU_KEYS[kind]
-    value = config.get(key)
-    return parse_cpu(default if value is None else value), value is None
-
-
-def apply(stack: str, workers: int, hpa_cpu_target: int | None, root: Path = Path()) -> Path:
-    """Write the worker count (and the HPA target, when derived) into Pulumi.<stack>.yaml."""
-    path = stack_file(stack, root)
-    yaml, doc = _load(path)
-    if "config" not in doc or doc["config"] is None:
-        doc["config"] = {}
-    config = doc["config"]
-    updates = {WORKERS_KEY: workers, HPA_KEY: hpa_cpu_target}
-    for key, value in updates.items():
-        if value is None:
-            continue
-        # Keep the file's own style for the value: Pulumi's CLI writes strings ("3").
-        config[key] = (
-            value if isinstance(config.get(key), int) else DoubleQuotedScalarString(str(value))
+def refusals(report: Mapping[str, Any], stack: str) -> list[str]:
+    """Every reason not to write this report into `stack` (empty: it may be written)."""
+    reasons = []
+    measured = report.get("settings", {}).get("stack")
+    if measured != stack:
+        reasons.append(f"the run measured stack {measured!r}, not {stack!r}")
+    validity = report.get("validity", {})
+    if not validity.get("valid_for_apply"):
+        reasons += list(validity.get("reasons") or ["the run is not marked valid for --apply"])
+    if report.get("recommendation", {}).get("workers") is None:
+        reasons.append(
+            "no worker count is recommended: "
+            + str(report.get("recommendation", {}).get("reason", "none qualified"))
         )
-    with path.open("w") as out:
-        yaml.dump(doc, out)
-    return path
+    return reasons
+
+
+def updates(report: Mapping[str, Any]) -> dict[str, int]:
+    """The keys a report sets: workers, the memory budget, and the HPA target when derived."""
+    rec = report["recommendation"]
+    out = {"workers": int(rec["workers"])}
+    if (target := report.get("hpa", {}).get("target")) is not None:
+        out["hpaCpuTarget"] = int(target)
+    memory = report.get("memory") or {}
+    if memory.get("base_mi") and memory.get("per_worker_mi"):
+        out["memoryBaseMi"] = int(memory["base_mi"])
+        out["memoryPerWorkerMi"] = int(memory["per_worker_mi"])
+    return out
+
+
+def _line(name: str) -> re.Pattern[str]:
+    return re.compile(rf"^(?P<indent>[ \t]+){re.escape(PROJECT)}:{name}:[ \t]*(?P<value>[^#\n]*?)"
+                      rf"(?P<tail>[ \t]*#.*)?$", re.MULTILINE)  # fmt: skip
+
+
+def edit(text: str, values: Mapping[str, int], provenance: str) -> str:
+    """`text` with each key's value replaced (keeping its quoting), missing keys added after
+    `workers`, and the provenance comment above `workers` replaced or added."""
+    workers = _line("workers").search(text)
+    if workers is None:
+        raise StackError(f"the stack file has no {PROJECT}:workers line to edit")
+    indent = workers.group("indent")
+    added = []
+    for name in ORDER:
+        if name not in values:
+            continue
+        value = values[name]
+        found = _line(name).search(text)
+        if found is None:
+            added.append(f"{indent}{PROJECT}:{name}: {value}")
+            continue
+        old = found.group("value").strip()
+        new = (
+            f'"{value}"'
+            if old.startswith('"')
+            else f"'{value}'"
+            if old.startswith("'")
+            else str(value)
+        )
+        line = f"{found.group('indent')}{PROJECT}:{name}: {new}{found.group('tail') or ''}"
+        text = text[: found.start()] + line + text[found.end() :]
+    workers = _line("workers").search(text)
+    assert workers is not None
+    if added:
+        text = text[: workers.end()] + "\n" + "\n".join(added) + text[workers.end() :]
+    before = text[: workers.start()]
+    lines = before.split("\n")
+    comment = f"{indent}{PROVENANCE} {provenance}"
+    if len(lines) >= 2 and lines[-2].strip().startswith(PROVENANCE):
+        lines[-2] = comment
+    else:
+        lines.insert(len(lines) - 1, comment)
+    return "\n".join(lines) + text[workers.start() :]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """A temporary file in the same folder, flushed, then os.replace: readers see the old file
+    or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class Applied:
+    path: Path
+    diff: str
+    written: bool
+
+
+def apply(
+    stack: str,
+    report: Mapping[str, Any],
+    provenance: str,
+    *,
+    root: Path = REPO,
+    dry_run: bool = False,
+) -> Applied:
+    """Refuse (ApplyRefused) or write the report's values into Pulumi.<stack>.yaml."""
+    if reasons := refusals(report, stack):
+        raise ApplyRefused(f"nothing applied to stack {stack!r}: " + "; ".join(reasons))
+    path = stack_file(stack, root)
+    old = path.read_text(encoding="utf-8")
+    new = edit(old, updates(report), provenance)
+    try:
+        parse_values(stack, config_values(new))
+    except ConfigError as error:
+        raise ApplyRefused(
+            f"nothing applied to stack {stack!r}: infra.config refuses it: {error}"
+        ) from None
+    diff = "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True), new.splitlines(keepends=True), str(path), str(path)
+        )
+    )
+    if not dry_run:
+        write_atomic(path, new)
+    return Applied(path, diff, not dry_run)

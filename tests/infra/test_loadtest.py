@@ -69,21 +69,47 @@ def test_off_by_default(stack: str) -> None:
     assert not [o for o in objects(stack) if "locust" in o["metadata"]["name"]]
 
 
-def test_distributed_run_aimed_at_the_app_service(enabled: list[Obj]) -> None:
+def test_the_master_is_a_headless_job_with_a_deadline_and_no_retries(enabled: list[Obj]) -> None:
     master, worker = (
-        find(enabled, "Deployment", "locust-master"),
+        find(enabled, "Job", "locust-master"),
         find(enabled, "Deployment", "locust-worker"),
     )
-    assert (master["spec"]["replicas"], worker["spec"]["replicas"]) == (1, 3)
+    assert worker["spec"]["replicas"] == 3
+    spec = master["spec"]
+    # 2m run time + the margin; a failed run is a result, not something to retry.
+    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == (0, 120 + 300)
+    assert spec["ttlSecondsAfterFinished"] == 86_400
+    assert pod_spec(master)["restartPolicy"] == "Never"
     args = container(master)["args"]
     assert args[:2] == ["-f", "/mnt/locust/locustfile.py"]
-    assert "--master" in args
-    assert "--autostart" in args
+    assert {"--master", "--headless", "--json", "--only-summary"} <= set(args)
+    assert "--autostart" not in args
     flags = {k: v for k, v in itertools.pairwise(args) if k.startswith("--")}
     assert flags["--host"] == "http://api.blueprint-dev.svc:80"
-    assert (flags["--users"], flags["--run-time"], flags["--expect-workers"]) == ("40", "2m", "3")
+    # One open-loop scheduler per worker pod.
+    assert (flags["--users"], flags["--run-time"], flags["--expect-workers"]) == ("3", "2m", "3")
     assert container(worker)["args"][2:] == ["--worker", "--master-host", "locust-master"]
     assert find(enabled, "Service", "locust-master")["spec"]["ports"][0]["port"] == 5557
+
+
+def test_workers_get_whole_cpus_and_keep_away_from_the_app(enabled: list[Obj]) -> None:
+    worker = find(enabled, "Deployment", "locust-worker")
+    resources = container(worker)["resources"]
+    assert resources["requests"]["cpu"] == resources["limits"]["cpu"] == "1"
+    (term,) = pod_spec(worker)["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    api_selector = find(enabled, "Service", "api")["spec"]["selector"]
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == api_selector
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_the_run_rate_and_thresholds_reach_the_locustfile(enabled: list[Obj]) -> None:
+    env = {
+        e["name"]: e.get("value") for e in container(find(enabled, "Job", "locust-master"))["env"]
+    }
+    assert (env["LOADTEST_RATE"], env["LOADTEST_SCHEDULERS"]) == ("40", "3")
+    assert env["LOADTEST_MAX_FAIL_RATIO"] == "0.001"
 
 
 def test_locustfile_comes_from_a_configmap(enabled: list[Obj]) -> None:
@@ -118,9 +144,9 @@ def test_rendered_loadtest_objects_validate(locustfile: str, tmp_path: Path) -> 
     paths = sorted({*out.glob("*locust*.yaml"), *out.glob("*loadtest*.yaml")})
     assert sorted(p.name.split("-", 1)[1] for p in paths) == [
         "configmap-locustfile.yaml",
-        "deployment-locust-master.yaml",
         "deployment-locust-worker.yaml",
         "job-loadtest-seed.yaml",
+        "job-locust-master.yaml",
         "networkpolicy-locust-master.yaml",
         "secret-loadtest-credentials.yaml",
         "service-locust-master.yaml",
@@ -244,25 +270,26 @@ def test_seed_job_may_reach_postgres(enabled: list[Obj]) -> None:
 def test_seed_runs_after_the_migrations_and_before_locust(recorded: list[Recorded]) -> None:
     seed = _recorded(recorded, "kubernetes:batch/v1:Job", "loadtest-seed")
     assert _depends_on(seed, "kubernetes:batch/v1:Job", "api-migrate")
-    for name in ("locust-master", "locust-worker"):
-        locust = _recorded(recorded, "kubernetes:apps/v1:Deployment", name)
-        assert _depends_on(locust, "kubernetes:batch/v1:Job", "loadtest-seed"), name
+    worker = _recorded(recorded, "kubernetes:apps/v1:Deployment", "locust-worker")
+    assert _depends_on(worker, "kubernetes:batch/v1:Job", "loadtest-seed")
+    master = _recorded(recorded, "kubernetes:batch/v1:Job", "locust-master")
+    assert _depends_on(master, "kubernetes:apps/v1:Deployment", "locust-worker")
 
 
 def test_locust_logs_in_as_the_seeded_users(enabled: list[Obj]) -> None:
-    for name in ("locust-master", "locust-worker"):
-        env = container(find(enabled, "Deployment", name))["env"]
-        assert env == [
+    for kind, name in (("Job", "locust-master"), ("Deployment", "locust-worker")):
+        env = container(find(enabled, kind, name))["env"]
+        assert env[:2] == [
             {"name": "HOME", "value": "/tmp"},
             {"name": "LOADTEST_USERS", "value": str(SEED_USERS)},
-            *_from_secret("loadtest-credentials"),
         ], name
+        assert env[-2:] == _from_secret("loadtest-credentials"), name
 
 
 def test_env_secrets_are_skipped_in_checkov_with_a_reason(enabled: list[Obj]) -> None:
     for kind, name in (
         ("Job", "loadtest-seed"),
-        ("Deployment", "locust-master"),
+        ("Job", "locust-master"),
         ("Deployment", "locust-worker"),
     ):
         annotations = find(enabled, kind, name)["metadata"]["annotations"]
@@ -275,3 +302,17 @@ def test_the_loadtest_objects_pass_every_policy(recorded: list[Recorded]) -> Non
     for resource_type, props in resources:
         assert violations(resource_type, props) == {}, (resource_type, props.get("metadata"))
     assert stack_violations(resources) == []
+
+
+def test_a_production_stack_needs_an_explicit_yes() -> None:
+    from unittest.mock import sentinel
+
+    from infra.components.loadtest import Loadtest, LoadtestArgs
+    from infra.config import PROJECT, parse
+
+    values = {k.removeprefix(f"{PROJECT}:"): v for k, v in harness.stack_config("dev").items()}
+    cfg = parse("dev", values, {}).loadtest
+    args = LoadtestArgs("ns", cfg, "http://api", sentinel.runtime, sentinel.job, production=True)
+
+    with pytest.raises(ConfigError, match="loadtestEnabled: a load test on a production stack"):
+        Loadtest("loadtest", args)

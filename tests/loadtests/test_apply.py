@@ -1,106 +1,140 @@
-"""--apply: the two keys change in Pulumi.<stack>.yaml, everything else (comments too) stays."""
+"""--apply: refused unless the run can be trusted, validated by infra.config, atomic, traced."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from loadtests.sizing.apply import StackError, apply, parse_cpu, pod_cpu, read_config
-
-REPO = Path(__file__).resolve().parents[2]
+from loadtests.sizing.apply import ApplyRefused, apply, edit, refusals, updates, write_atomic
+from loadtests.sizing.stack import REPO
 
 STACK = """\
-# The dev stack: one small pod.
 config:
-  # Gunicorn workers per pod (make size measures this).
-  blueprint:workers: "3"
-  blueprint:cpuLimit: 500m   # per pod
-  blueprint:hpaCpuTarget: "70"
-  blueprint:image:
-    repository: ghcr.io/example/blueprint  # pushed by CI
-    tag: latest
-  blueprint:dbPassword:
-    secure: v1:abc123
+  blueprint:namespace: blueprint
+  # Sizing: `make size ARGS="--apply <stack>"` rewrites these.
+  blueprint:workers: 4
+  blueprint:hpaCpuTarget: "65" # percent of cpuRequest
+  blueprint:cpuRequest: "1"
 """
 
 
+def report(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "settings": {"stack": "prod"},
+        "validity": {"valid_for_apply": True, "reasons": []},
+        "recommendation": {"workers": 2, "reason": "2 workers: ..."},
+        "hpa": {"target": 58},
+        "memory": {"base_mi": 64, "per_worker_mi": 144},
+    }
+    base.update(changes)
+    return base
+
+
+def test_edit_changes_only_the_sized_keys_and_leaves_provenance() -> None:
+    values = {"workers": 2, "hpaCpuTarget": 58, "memoryBaseMi": 64, "memoryPerWorkerMi": 144}
+
+    once = edit(STACK, values, "2026-12-01 by make size, commit abc, sizing.json sha256 01")
+    twice = edit(once, values, "2026-12-02 by make size, commit def, sizing.json sha256 02")
+
+    assert once == (
+        "config:\n"
+        "  blueprint:namespace: blueprint\n"
+        '  # Sizing: `make size ARGS="--apply <stack>"` rewrites these.\n'
+        "  # sizing: 2026-12-01 by make size, commit abc, sizing.json sha256 01\n"
+        "  blueprint:workers: 2\n"
+        "  blueprint:memoryBaseMi: 64\n"
+        "  blueprint:memoryPerWorkerMi: 144\n"
+        '  blueprint:hpaCpuTarget: "58" # percent of cpuRequest\n'
+        '  blueprint:cpuRequest: "1"\n'
+    )
+    # A second apply replaces the provenance line rather than stacking another.
+    assert twice == once.replace("2026-12-01", "2026-12-02").replace("abc", "def").replace(
+        "sha256 01", "sha256 02"
+    )
+
+
+def test_refusals_name_every_reason() -> None:
+    assert refusals(report(), "prod") == []
+    assert refusals(report(), "dev") == ["the run measured stack 'prod', not 'dev'"]
+    noisy = report(validity={"valid_for_apply": False, "reasons": ["noisy: ..."]})
+    assert refusals(noisy, "prod") == ["noisy: ..."]
+    tied = report(recommendation={"workers": None, "reason": "1 and 2 cannot be told apart"})
+    assert refusals(tied, "prod") == [
+        "no worker count is recommended: 1 and 2 cannot be told apart"
+    ]
+
+
+def test_updates_leave_out_what_was_not_derived() -> None:
+    assert updates(report(hpa={"target": None}, memory=None)) == {"workers": 2}
+
+
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    (tmp_path / "Pulumi.dev.yaml").write_text(STACK)
+def stacks(tmp_path: Path) -> Path:
+    for name in ("Pulumi.prod.yaml", "Pulumi.dev.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
     return tmp_path
 
 
-def test_apply_rewrites_the_two_keys_and_keeps_the_rest(root: Path) -> None:
-    path = apply("dev", workers=2, hpa_cpu_target=76, root=root)
+def test_apply_writes_the_measured_stack_atomically(stacks: Path) -> None:
+    before = (stacks / "Pulumi.prod.yaml").read_text()
 
-    expected = STACK.replace('workers: "3"', 'workers: "2"').replace('Target: "70"', 'Target: "76"')
-    assert path.read_text() == expected
+    done = apply("prod", report(), "today", root=stacks)
 
-
-def test_apply_adds_missing_keys_as_strings(root: Path) -> None:
-    (root / "Pulumi.prod.yaml").write_text("# prod\nconfig:\n  blueprint:replicas: 3  # min\n")
-
-    apply("prod", workers=2, hpa_cpu_target=None, root=root)
-
-    text = (root / "Pulumi.prod.yaml").read_text()
-    assert text == '# prod\nconfig:\n  blueprint:replicas: 3  # min\n  blueprint:workers: "2"\n'
-    assert read_config("prod", root)["blueprint:workers"] == "2"
-
-
-def test_apply_keeps_integer_values_integers(root: Path) -> None:
-    (root / "Pulumi.int.yaml").write_text("config:\n  blueprint:workers: 3\n")
-
-    apply("int", workers=4, hpa_cpu_target=80, root=root)
-
-    assert read_config("int", root) == {"blueprint:workers": 4, "blueprint:hpaCpuTarget": "80"}
+    after = (stacks / "Pulumi.prod.yaml").read_text()
+    assert done.written
+    assert "  blueprint:workers: 2\n" in after
+    assert "  blueprint:hpaCpuTarget: 58\n" in after
+    assert "  # sizing: today\n" in after
+    assert "-  blueprint:workers: 4\n" in done.diff
+    assert "+  # sizing: today\n+  blueprint:workers: 2\n" in done.diff
+    # Everything else is byte for byte what it was.
+    changed = {"  blueprint:workers: 4", "  blueprint:hpaCpuTarget: 65"}
+    assert [line for line in before.splitlines() if line not in changed] == [
+        line for line in after.splitlines() if line in before.splitlines()
+    ]
+    assert [p.name for p in stacks.iterdir() if p.name.startswith(".")] == []  # no temp left
 
 
-def test_apply_refuses_an_unknown_stack(root: Path) -> None:
-    with pytest.raises(StackError, match=r"unknown stack 'staging'.*\['dev'\]"):
-        apply("staging", workers=2, hpa_cpu_target=70, root=root)
-    assert sorted(p.name for p in root.iterdir()) == ["Pulumi.dev.yaml"]
+def test_dry_run_shows_the_diff_and_writes_nothing(stacks: Path) -> None:
+    before = (stacks / "Pulumi.prod.yaml").read_text()
+
+    done = apply("prod", report(), "today", root=stacks, dry_run=True)
+
+    assert not done.written
+    assert "+  blueprint:workers: 2" in done.diff
+    assert (stacks / "Pulumi.prod.yaml").read_text() == before
 
 
-def test_apply_refuses_a_file_that_is_not_a_stack(root: Path) -> None:
-    (root / "Pulumi.odd.yaml").write_text("- a list\n")
+def test_apply_refuses_what_infra_config_refuses(stacks: Path) -> None:
+    # prod: maxReplicas 10 + surge 1, pools of 5 + 5, 500 connections: 5 workers is 550 + 20.
+    before = (stacks / "Pulumi.prod.yaml").read_text()
 
-    with pytest.raises(StackError, match="not a Pulumi stack file"):
-        apply("odd", workers=2, hpa_cpu_target=70, root=root)
+    with pytest.raises(ApplyRefused, match="connection budget exceeded"):
+        apply("prod", report(recommendation={"workers": 5, "reason": ""}), "x", root=stacks)
 
-
-def test_pod_cpu_reads_the_stack_or_the_pulumi_programs_defaults(root: Path) -> None:
-    config = read_config("dev", root)
-
-    assert pod_cpu(config, "limit") == (0.5, False)
-    assert pod_cpu(config, "request") == (0.25, True)  # infra/config.py's default, 250m
-    assert pod_cpu({}, "limit") == (1, True)
+    assert (stacks / "Pulumi.prod.yaml").read_text() == before
 
 
-@pytest.mark.parametrize(("value", "cpus"), [("1", 1), ("500m", 0.5), (2, 2), ("1.5", 1.5)])
-def test_parse_cpu(value: object, cpus: float) -> None:
-    assert parse_cpu(value) == cpus
+def test_apply_refuses_another_stacks_measurement(stacks: Path) -> None:
+    with pytest.raises(ApplyRefused, match="the run measured stack 'dev', not 'prod'"):
+        apply("prod", report(settings={"stack": "dev"}), "x", root=stacks)
 
 
-def test_parse_cpu_refuses_zero() -> None:
-    with pytest.raises(ValueError, match="positive"):
-        parse_cpu("0m")
-
-
-@pytest.mark.parametrize("stack_path", sorted(REPO.glob("Pulumi.*.yaml")), ids=lambda p: p.name)
-def test_apply_on_a_copy_of_each_real_stack_changes_two_lines(
-    stack_path: Path, tmp_path: Path
+def test_a_failed_write_leaves_the_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    copy = tmp_path / stack_path.name
-    copy.write_text(stack_path.read_text())
-    stack = stack_path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    path = tmp_path / "Pulumi.x.yaml"
+    path.write_text("old\n")
 
-    apply(stack, workers=7, hpa_cpu_target=61, root=tmp_path)
+    def fail(*_: object) -> None:
+        raise OSError("disk full")
 
-    before, after = stack_path.read_text().splitlines(), copy.read_text().splitlines()
-    changed = [new for old, new in zip(before, after, strict=False) if old != new]
-    added = after[len(before) :]
-    assert [line.split(":")[1] for line in changed + added] == ["workers", "hpaCpuTarget"]
-    config = read_config(stack, tmp_path)
-    assert str(config["blueprint:workers"]) == "7"
-    assert str(config["blueprint:hpaCpuTarget"]) == "61"
+    monkeypatch.setattr("loadtests.sizing.apply.os.replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(path, "new\n")
+
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["Pulumi.x.yaml"]

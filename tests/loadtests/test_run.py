@@ -1,134 +1,75 @@
-"""The sizing run's pure helpers: ranges, CPU split, Locust stats parsing, /proc CPU time."""
+"""The run's pure helpers: Locust's statistics read back, the progress ETA, the CLI's order."""
 
 from __future__ import annotations
 
-import csv
-import io
-import os
-import subprocess
-import sys
-
 import pytest
 
-from loadtests.sizing.run import (
-    CLOCK_TICKS,
-    Plan,
-    cpu_seconds,
-    cpu_use,
-    parse_ranges,
-    split_cpus,
-    step_from_stats,
-)
-
-# The shape of a Locust 2.47 *_stats.csv, trimmed to the rows and columns that matter.
-STATS = """\
-Type,Name,Request Count,Failure Count,Median Response Time,Requests/s,50%,95%,99%
-GET,/api/v1/items,4000,2,40,200.0,40,110,180
-POST,429 /api/v1/auth/token,30,30,3,1.5,3,5,8
-GET,/health/live,1970,0,12,98.5,12,60,90
-,Aggregated,6000,32,35,300.0,35,100,170
-"""
+from loadtests.sizing.__main__ import order, parse_ranges, parse_slo, parser
+from loadtests.sizing.run import Plan, Progress, estimate_duration_s, parse_stats
+from loadtests.sizing.select import Objective, OpStats
+from loadtests.sizing.stack import load_stack
 
 
-def rows(text: str) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(text)))
+def row(kind: str, name: str, count: int, failures: int = 0, p95: str = "50", p99: str = "90"):
+    return {"Type": kind, "Name": name, "Request Count": str(count),
+            "Failure Count": str(failures), "95%": p95, "99%": p99}  # fmt: skip
 
 
-def test_step_from_stats_counts_429s_apart() -> None:
-    step = step_from_stats(rows(STATS), workers=2)
+def test_parse_stats_separates_schedule_probes_setup_and_429s() -> None:
+    rows = [
+        row("GET", "me", 100, 1),
+        row("POST", "429 me", 3, 3),
+        row("POST", "login", 2, 0, "N/A", "N/A"),
+        row("SCHED", "late", 4),
+        row("SCHED", "dropped", 5, 5),
+        row("GET", "probe_ready", 6, 1),
+        row("POST", "setup_login", 20),
+        row("", "Aggregated", 140),
+    ]
 
-    assert step.workers == 2
-    assert step.rps == 298.5
-    assert (step.p50_ms, step.p95_ms, step.p99_ms) == (35, 100, 170)
-    assert (step.failures, step.rate_limited, step.requests) == (2, 30, 5970)
-    assert step.cpu_util is None  # measured apart, from /proc
+    ops, late, dropped, probe_failures = parse_stats(rows)
 
-
-def test_step_from_stats_with_no_requests() -> None:
-    empty = ",Aggregated,0,0,0,0.0,N/A,N/A,N/A\n"
-    step = step_from_stats(rows(STATS.splitlines()[0] + "\n" + empty), workers=1)
-
-    assert (step.rps, step.p95_ms, step.requests) == (0, 0, 0)
-
-
-def test_step_from_stats_needs_the_aggregated_row() -> None:
-    with pytest.raises(ValueError, match="Aggregated"):
-        step_from_stats(rows(STATS.splitlines()[0] + "\n"), workers=1)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("1-5", [1, 2, 3, 4, 5]), ("1,2,4", [1, 2, 4]), ("3", [3]), ("4-5, 1", [1, 4, 5])],
-)
-def test_parse_ranges(text: str, expected: list[int]) -> None:
-    assert parse_ranges(text) == expected
+    assert ops == {
+        "me": OpStats(103, 1, 50.0, 90.0, rate_limited=3),
+        "login": OpStats(2, 0, 0.0, 0.0),
+    }
+    assert (late, dropped, probe_failures) == (4, 5, 1)
 
 
-def test_parse_ranges_refuses_nothing() -> None:
-    with pytest.raises(ValueError, match="empty"):
-        parse_ranges(" , ")
+def test_progress_eta_counts_retries_and_overhead() -> None:
+    progress = Progress(total_reps=4, reps_done=2, steps_done=10, retries=2)
+    progress.step_seconds = [80.0] * 10
+    progress.steps_per_rep = [5, 5]
+    progress.rep_overhead = [30.0, 40.0]
+    progress.waits = [10.0, 0.0]
+
+    # 2 left x (5 steps x 1.2 for retries x 80 s + 35 s overhead + 5 s waiting)
+    assert progress.eta_s(8, 80) == 2 * (5 * 1.2 * 80 + 35 + 5)
 
 
-def test_split_cpus_gives_the_server_the_pod_limit_and_locust_the_rest() -> None:
-    assert split_cpus([0, 1], 1) == ([0], [1], [])
-    assert split_cpus([0, 1, 2, 3], 2) == ([0, 1], [2, 3], [])
+def test_the_full_run_is_estimated_before_it_starts() -> None:
+    plan = Plan(stack=load_stack("dev"), cpu_limit=1, objective=Objective(), mix={})
+
+    step = 15 + 60 + 2 + 6
+    assert estimate_duration_s(plan, counts=3, reps=5) == 3 * (5 * (5 * step + 40) + 4 * step)
 
 
-def test_split_cpus_falls_back_when_the_limit_leaves_no_cpu_for_locust() -> None:
-    server, client, notes = split_cpus([0, 1], 2)
+def test_rounds_shuffle_every_count_once_and_reproducibly() -> None:
+    rounds = order([1, 2, 3], 3, seed=13)
 
-    assert (server, client) == ([0], [1])
-    assert "needs 2 CPU(s) but only 2 are usable" in notes[0]
-
-
-def test_split_cpus_rounds_a_fractional_limit_up_and_says_so() -> None:
-    server, client, notes = split_cpus([0, 1], 0.5)
-
-    assert (server, client) == ([0], [1])
-    assert "not whole" in notes[0]
+    assert rounds == order([1, 2, 3], 3, seed=13)
+    assert len(rounds) == 9
+    for i in range(3):
+        chunk = rounds[3 * i : 3 * i + 3]
+        assert sorted(w for w, _ in chunk) == [1, 2, 3]
+        assert {rep for _, rep in chunk} == {i + 1}
+    assert [w for w, _ in rounds] != [1, 2, 3] * 3  # not ascending every round
 
 
-def test_split_cpus_on_one_cpu_shares_it_and_says_so() -> None:
-    server, client, notes = split_cpus([0], 1)
-
-    assert server == client == [0]
-    assert any("steals" in note for note in notes)
-
-
-def test_split_cpus_honours_an_explicit_server_set() -> None:
-    assert split_cpus([0, 1, 2], 1, explicit=[1, 2]) == ([1, 2], [0], [])
-    with pytest.raises(ValueError, match="usable"):
-        split_cpus([0, 1], 1, explicit=[7])
-
-
-def test_cpu_seconds_reads_this_process_and_the_machine() -> None:
-    before = cpu_seconds(os.getpid(), os.getppid(), "no such database")
-    after = before
-    while after["server"] - before["server"] < 0.3:  # burn CPU until this process shows it
-        sum(i * i for i in range(200_000))
-        after = cpu_seconds(os.getpid(), os.getppid(), "no such database")
-
-    burned = after["server"] - before["server"]
-    assert before["server"] > 0
-    # The kernel samples the machine's and the process's counters separately, tick by tick,
-    # so they agree only to a few ticks; a machine counter that missed the burn is far off.
-    assert after["machine"] - before["machine"] >= burned - 5 / CLOCK_TICKS
-    assert after["client"] >= after["server"]  # the parent's tree holds this process
-
-
-def test_cpu_use_splits_the_window() -> None:
-    before = {"server": 10.0, "client": 5.0, "stores": 1.0, "machine": 100.0}
-    after = {"server": 19.5, "client": 7.0, "stores": 4.0, "machine": 118.0}
-
-    used = cpu_use(before, after, wall=10, plan=Plan(server_cpus=(0,), client_cpus=(1, 2)))
-
-    assert used == {"cpu_util": 0.95, "client_cpu_util": 0.1, "stores_cpu": 0.3, "other_cpu": 0.35}
-
-
-def test_cpu_seconds_keeps_the_cpu_of_reaped_children() -> None:
-    # A Gunicorn worker recycled after max_requests must not take its CPU time with it.
-    before = cpu_seconds(os.getpid(), 0, "-")["server"]
-    burn = "sum(i * i for i in range(3_000_000))"
-    subprocess.run([sys.executable, "-c", burn], check=True, timeout=60)
-
-    assert cpu_seconds(os.getpid(), 0, "-")["server"] - before >= 0.05
+def test_cli_parsing() -> None:
+    assert parse_ranges("1-3,5") == [1, 2, 3, 5]
+    with pytest.raises(ValueError, match="not a list of worker counts"):
+        parse_ranges("0-2")
+    assert parse_slo(["read=80/200"], Objective())["read"] == (80.0, 200.0)
+    args = parser().parse_args([])
+    assert (args.reps, args.window, args.warmup, args.stack) == (5, 60, 15, "staging")

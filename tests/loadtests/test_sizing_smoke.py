@@ -1,7 +1,8 @@
-"""End to end: `python -m loadtests.sizing` on the real pipeline, two worker counts, a few seconds.
+"""End to end: `python -m loadtests.sizing` on the real pipeline, one worker count, tiny windows.
 
-It starts the production server on the machine's PostgreSQL and Redis (127.0.0.1) and drives
-Locust, each in its own process; this test only reads what the run wrote.
+The production server runs in a pod-sized cgroup (where this machine allows) on the machine's
+PostgreSQL and Redis, driven by the open-loop locustfile; this test reads what the run wrote and
+checks the report's structure and its validity logic, never its figures.
 """
 
 from __future__ import annotations
@@ -14,40 +15,53 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+CGROUP_V1 = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
 
 pytestmark = pytest.mark.skipif(
     not (REPO / "service" / "main.py").exists(), reason="service/main.py does not exist yet"
 )
 
 
-def test_two_worker_counts_produce_a_valid_report(tmp_path: Path) -> None:
+def test_a_short_run_writes_a_complete_report_marked_not_valid(tmp_path: Path) -> None:
     out = tmp_path / "sizing"
-    args = [sys.executable, "-m", "loadtests.sizing", "--workers", "1,2", "--out", str(out)]
-    args += ["--users", "4", "--seed-users", "4", "--warmup", "1", "--duration", "4"]
+    args = [sys.executable, "-m", "loadtests.sizing", "--workers", "1", "--reps", "1"]
+    args += ["--window", "3", "--warmup", "4", "--start-rps", "10", "--max-rps", "20"]
+    args += ["--retries", "0", "--seed-users", "4", "--out", str(out), "--progress", "2"]
+    args += ["--quiet-wait", "0"]
     # A smoke test checks the pipeline, not this machine's speed (nor how busy it is).
-    args += ["--p95-ms", "2000", "--quiet-wait", "0", "--retries", "0"]
+    args += ["--slo", "read=60000/60000", "--slo", "write=60000/60000", "--slo", "login=60000"]
 
-    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=150)
 
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "[1/2] 1 worker(s)" in done.stdout
-    assert "[2/2] 2 worker(s)" in done.stdout
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    assert "estimated" in done.stdout
+    assert "[progress]" in done.stdout
     report = json.loads((out / "sizing.json").read_text())
+    assert report["schema_version"] == 2
+    assert report["settings"]["stack"] == "staging"
+    assert report["settings"]["max_requests"] == 0
+    assert {"commit", "python", "cpu", "kernel", "packages"} <= set(report["environment"])
+    validity = report["validity"]
+    assert validity["valid"] is False
+    assert validity["valid_for_apply"] is False
+    assert "measured windows of 3 s are shorter than 60 s" in validity["reasons"]
+    assert "1 repetition(s) per count, fewer than 3" in validity["reasons"]
+    if CGROUP_V1.exists():
+        assert report["pod_modes"] == ["cgroup-v1"]
+        assert report["pods"][0]["cpu_limit"] == 1.0
     steps = report["steps"]
-    assert [s["workers"] for s in steps] == [1, 2]
+    assert steps
     for step in steps:
-        assert step["rps"] > 0
-        assert step["requests"] > 0
-        assert 0 <= step["p50_ms"] <= step["p95_ms"] <= step["p99_ms"]
-        assert step["p95_ms"] > 0
-        failures = out / "locust" / f"workers-{step['workers']}_failures.csv"
-        assert step["failures"] == 0, failures.read_text()
-        assert step["rate_limited"] == 0  # the run's generous limits kept the limiter out of it
-        assert 0 < step["cpu_util"] <= 1.05
-    if report["recommended_workers"] is None:
-        assert report["reason"].startswith("no worker count meets")
-    else:
-        assert report["recommended_workers"] in {1, 2}
-        assert report["capacity_rps"] > 0
-    for name in ("sizing.csv", "sizing.png", "index.html"):
+        assert step["verdict"] in {"pass", "fail", "invalid"}
+        assert step["scheduled"] == step["requests"] + step["dropped"]
+    (rep,) = report["repetitions"]
+    assert rep["workers"] == 1
+    assert rep["start_to_ready_s"] > 0
+    nothing = report["recommendation"]["workers"] is None
+    assert done.returncode == (
+        1 if nothing and not report["recommendation"]["indistinguishable"] else 0
+    )
+    for name in ("sizing.md", "steps.csv", "sizing.png"):
         assert (out / name).stat().st_size > 0
+    # The pod's cgroups are gone.
+    assert not list(Path("/sys/fs/cgroup/cpu").glob("sizing-*-w1-r1"))
