@@ -310,8 +310,8 @@ def test_a_production_stack_needs_an_explicit_yes() -> None:
     from infra.components.loadtest import Loadtest, LoadtestArgs
     from infra.config import PROJECT, parse
 
-    values = {k.removeprefix(f"{PROJECT}:"): v for k, v in harness.stack_config("dev").items()}
-    cfg = parse("dev", values, {}).loadtest
+    values = {k.removeprefix(f"{PROJECT}:"): v for k, v in harness.stack_config("local").items()}
+    cfg = parse("local", values, {}).loadtest
     args = LoadtestArgs("ns", cfg, "http://api", sentinel.runtime, sentinel.job, production=True)
 
     with pytest.raises(ConfigError, match="loadtestEnabled: a load test on a production stack"):
