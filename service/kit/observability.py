@@ -233,6 +233,11 @@ def flush_access_logs() -> None:
 atexit.register(flush_access_logs)
 
 
+# The kubelet's probes: a line per pod every few seconds says nothing the probe's own result
+# does not, and on the cheapest route the line would be a large share of the work.
+UNLOGGED_PATHS = frozenset({"/health/live", "/health/ready"})
+
+
 class RequestContext:
     """Request id (from X-Request-ID or new), echoed in the response; access log; metrics."""
 
@@ -282,7 +287,7 @@ class RequestContext:
             route = getattr(scope.get("route"), "path_format", "unmatched")
             if self.metrics_enabled:
                 _count(scope["method"], route, status, elapsed)
-            if self.access_log_enabled:
+            if self.access_log_enabled and scope["path"] not in UNLOGGED_PATHS:
                 client = scope.get("client")
                 self.access_log.write(
                     {

@@ -7,11 +7,12 @@ import io
 import json
 import logging
 import select
+from typing import Any
 
 import pytest
 
 from service.kit import observability
-from service.kit.observability import AccessLog, configure_logging
+from service.kit.observability import AccessLog, RequestContext, configure_logging
 
 FIELDS = {"method": "GET", "path": "/p", "status": 200, "duration_ms": 1.5, "client": "10.0.0.1"}
 
@@ -94,3 +95,20 @@ def test_a_line_has_the_fields_of_every_other_json_record(
     }
     assert ours["time"][:16] == by_logging["time"][:16]  # same format, same minute
     assert len(ours["time"]) == len(by_logging["time"])
+
+
+async def test_one_line_per_request_except_the_kubelet_probes(writes: list[bytes]) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def ignore(_message: Any) -> None:
+        return None
+
+    context = RequestContext(app, access_log_enabled=True, metrics_enabled=False)
+    for path in ("/api/v1/users/me", "/health/live", "/health/ready", "/api/v1/items"):
+        scope = {"type": "http", "method": "GET", "path": path, "headers": [], "client": None}
+        await context(scope, ignore, ignore)
+    context.access_log.flush()
+    logged = [json.loads(line)["path"] for line in b"".join(writes).splitlines()]
+    assert logged == ["/api/v1/users/me", "/api/v1/items"]
