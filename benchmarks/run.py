@@ -332,6 +332,10 @@ def server_env(database_url: str, redis_url: str) -> dict[str, str]:
         "RATE_LIMIT_LOGIN": GENEROUS,
         "RATE_LIMIT_USER": GENEROUS,
         "RATE_LIMIT_ANONYMOUS": GENEROUS,
+        # The front door's budgets (per client address, per login address and username).
+        "RATE_LIMIT_CLIENT": GENEROUS,
+        "RATE_LIMIT_LOGIN_IP": GENEROUS,
+        "RATE_LIMIT_LOGIN_USERNAME": GENEROUS,
     }
 
 
@@ -349,10 +353,10 @@ def options(argv: list[str] | None) -> argparse.Namespace:
     add("--balance-connections", type=int, default=64, help="(%(default)s)")
     add("--flood-connections", type=int, default=400, help="logins in flight (%(default)s)")
     add("--flood-seconds", type=int, default=20, help="(%(default)s)")
-    add("--probe-rate", type=float, default=50, help="probe requests per second (%(default)s)")
+    add("--probe-rate", type=float, default=20, help="probe requests per second (%(default)s)")
     add("--memory-requests", type=int, default=50_000, help="before the RSS (%(default)s)")
     add("--quiet-load", type=float, default=1.0, help="load average to wait for (%(default)s)")
-    add("--max-wait", type=float, default=20, help="longest wait for it, s (%(default)s)")
+    add("--max-wait", type=float, default=10, help="longest wait for it, s (%(default)s)")
     add("--redis-url", default=REDIS_URL.rsplit("/", 1)[0] + "/14")
     add(
         "--variant",

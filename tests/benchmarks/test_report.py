@@ -66,7 +66,8 @@ def test_targets_are_judged_on_medians_and_pass_when_every_figure_holds() -> Non
     checks = {c["check"]: c for c in verdicts(results)}
     assert checks["/users/me req/s, full stack / floor"]["value"] == 0.85
     assert checks["limiter cost: 1 - req/s on / off"]["value"] == round(1 - 850 / 900, 3)
-    assert all(c["met"] for c in checks.values()), [c for c in checks.values() if not c["met"]]
+    failed = [c for c in checks.values() if not c["met"] and not c.get("context")]
+    assert failed == []
     results["checks"] = list(checks.values())
     text = table(results)
     assert "PASS" in text

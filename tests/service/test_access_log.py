@@ -102,13 +102,16 @@ async def test_one_line_per_request_except_the_kubelet_probes(writes: list[bytes
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request"}
+
     async def ignore(_message: Any) -> None:
         return None
 
     context = RequestContext(app, access_log_enabled=True, metrics_enabled=False)
     for path in ("/api/v1/users/me", "/health/live", "/health/ready", "/api/v1/items"):
-        scope = {"type": "http", "method": "GET", "path": path, "headers": [], "client": None}
-        await context(scope, ignore, ignore)
+        scope: dict[str, Any] = {"type": "http", "method": "GET", "path": path, "headers": []}
+        await context(scope, receive, ignore)
     context.access_log.flush()
     logged = [json.loads(line)["path"] for line in b"".join(writes).splitlines()]
     assert logged == ["/api/v1/users/me", "/api/v1/items"]
