@@ -13,14 +13,10 @@ py-spy`. A diagnosis, not a target.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import secrets
 import subprocess
 from pathlib import Path
 
-from benchmarks.run import ME, login, result, server_env, start, worker_pids, wrk
-from tests.support.api import seed_loadtest
-from tests.support.databases import REDIS_URL, create_database, drop_database
+from benchmarks.run import ME, login, result, seeded_database, server_env, start, worker_pids, wrk
 
 # (label, substrings of a frame that put it under the label). A sample is charged to the piece
 # of its innermost frame that matches one; the first match in this order wins for that frame.
@@ -75,13 +71,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("build/benchmarks"))
     opts = p.parse_args(argv)
     opts.out.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(12)
-    name, database_url = asyncio.run(create_database("profile"))
-    env = server_env(database_url, REDIS_URL.rsplit("/", 1)[0] + "/14")
-    env |= dict(s.split("=", 1) for s in opts.set)
     target = opts.out / f"profile-{opts.name}.txt"
-    try:
-        seed_loadtest(database_url, 1, password=password)
+    with seeded_database("profile") as (database_url, password):
+        env = server_env(database_url) | dict(s.split("=", 1) for s in opts.set)
         server = start(None, env, opts.out)
         try:
             token = login(server.base_url, password)
@@ -96,8 +88,6 @@ def main(argv: list[str] | None = None) -> None:
             recorder.wait(60)
         finally:
             server.stop()
-    finally:
-        asyncio.run(drop_database(name))
     total, pieces = shares(target.read_text())
     print(f"{opts.name}: {figures['rps']:.0f} req/s under the profiler; {total} samples")
     print("| piece of the stack | share of on-CPU samples, innermost | anywhere on the stack |")

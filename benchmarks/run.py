@@ -54,6 +54,7 @@ GENEROUS = "100000000/minute"  # the limiter runs on every request and never ans
 EMAIL = "loadtest-0@example.com"  # the first user `python -m service seed-loadtest` makes
 ME, LIVE, TOKEN = "/api/v1/users/me", "/health/live", "/api/v1/auth/token"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+BENCH_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/14"  # a Redis database of the benchmarks' own
 
 
 def say(text: str) -> None:
@@ -320,7 +321,25 @@ def login_flood(
 # --- the run ---------------------------------------------------------------------------------
 
 
-def server_env(database_url: str, redis_url: str) -> dict[str, str]:
+@contextmanager
+def seeded_database(prefix: str) -> Iterator[tuple[str, str]]:
+    """(url, the seeded user's password) of a throwaway migrated database, dropped after."""
+    password = secrets.token_urlsafe(12)
+    name, url = asyncio.run(create_database(prefix))
+    try:
+        seed_loadtest(url, 1, password=password)
+        yield url, password
+    finally:
+        asyncio.run(drop_database(name))
+
+
+def variant(text: str) -> tuple[str, dict[str, str]]:
+    """ "NAME:VAR=VALUE,..." -> (NAME, {VAR: VALUE})."""
+    name, _, settings = text.partition(":")
+    return name, dict(pair.split("=", 1) for pair in settings.split(",") if pair)
+
+
+def server_env(database_url: str, redis_url: str = BENCH_REDIS_URL) -> dict[str, str]:
     """The full stack's settings for a benchmark: the limiter runs on every request, never 429s."""
     return {
         "DATABASE_URL": database_url,
@@ -357,7 +376,7 @@ def options(argv: list[str] | None) -> argparse.Namespace:
     add("--memory-requests", type=int, default=50_000, help="before the RSS (%(default)s)")
     add("--quiet-load", type=float, default=1.0, help="load average to wait for (%(default)s)")
     add("--max-wait", type=float, default=10, help="longest wait for it, s (%(default)s)")
-    add("--redis-url", default=REDIS_URL.rsplit("/", 1)[0] + "/14")
+    add("--redis-url", default=BENCH_REDIS_URL)
     add(
         "--variant",
         action="append",
@@ -377,66 +396,67 @@ def options(argv: list[str] | None) -> argparse.Namespace:
     return opts
 
 
+def measure_all(
+    opts: argparse.Namespace, servers: dict[str, Server], password: str, results: dict[str, Any]
+) -> None:
+    """Every phase, in order, into `results`."""
+    token = login(servers["full_on"].base_url, password)
+    for label, server in servers.items():
+        total = opts.memory_requests
+        marks = (total // 5, total) if label in ("full_on", "floor") else (total // 5,)
+        results["memory"][label] = memory(server, token, marks, opts.connections)
+        say(f"{label}: worker RSS {results['memory'][label]}")
+    runs = [(label, ME) for label in servers] + [("full_on", LIVE), ("floor", LIVE)]
+    for round_ in range(1, opts.rounds + 1):
+        for label, path in rotated(runs, round_ - 1):
+            kw = {"token": token} if path == ME else {}
+            figures = measured(opts, servers[label], path, **kw)
+            figures |= {"round": round_, "server": label, "path": path}
+            results["runs"].append(figures)
+            say(
+                f"round {round_} {label} {path}: {figures['rps']:.0f} req/s, "
+                f"p99 {figures['p99_ms']:.2f} ms, {figures['server_cpu_ms_per_req']:.3f} "
+                f"ms CPU/req, errors {figures['errors']}, load {figures['load_before']:.2f}"
+            )
+    for round_ in range(1, opts.rounds + 1):
+        for path in (ME, LIVE):
+            run = balance(opts, servers["full_on"], path, token) | {"round": round_}
+            results["balance"].append(run)
+            say(f"balance round {round_} {path}: {run}")
+    for round_ in range(1, opts.rounds + 1):
+        flood = login_flood(opts, servers["full_on"], token, password) | {"round": round_}
+        results["flood"].append(flood)
+        say(
+            f"flood round {round_}: probe p99 idle {flood['probe_idle']['p99_ms']:.2f} ms, "
+            f"during {flood['probe_flood']['p99_ms']:.2f} ms; logins {flood['logins']}"
+        )
+    results["memory"]["full_on"]["after the login floods"] = workers_rss(servers["full_on"])
+
+
 def main(argv: list[str] | None = None) -> None:
     opts = options(argv)
     # SIGTERM (timeout, CI) unwinds like Ctrl-C: servers stopped, database dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     opts.out.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(12)
-    name, database_url = asyncio.run(create_database("bench"))
-    base = server_env(database_url, opts.redis_url) | dict(s.split("=", 1) for s in opts.set)
-    plan = [
-        ("full_on", None, base | {"RATE_LIMIT_ENABLED": "true"}),
-        ("full_off", None, base | {"RATE_LIMIT_ENABLED": "false"}),
-        ("floor", "benchmarks.floor_app:app", base),
-    ]
-    for variant in opts.variant:
-        label, _, settings = variant.partition(":")
-        pairs = dict(kv.split("=", 1) for kv in settings.split(",") if kv)
-        plan.append((label, None, plan[0][2] | pairs))
     started = datetime.now(UTC)
-    servers: dict[str, Server] = {}
     results: dict[str, Any] = {"runs": [], "balance": [], "flood": [], "memory": {}}
-    try:
-        seed_loadtest(database_url, 1, password=password)
-        for label, app, env in plan:
-            say(f"{label}: starting")
-            servers[label] = start(app, env, opts.out)
-        token = login(servers["full_on"].base_url, password)
-        for label, server in servers.items():
-            total = opts.memory_requests
-            marks = (total // 5, total) if label in ("full_on", "floor") else (total // 5,)
-            results["memory"][label] = memory(server, token, marks, opts.connections)
-            say(f"{label}: worker RSS {results['memory'][label]}")
-        runs = [(label, ME) for label in servers] + [("full_on", LIVE), ("floor", LIVE)]
-        for round_ in range(1, opts.rounds + 1):
-            for label, path in rotated(runs, round_ - 1):
-                kw = {"token": token} if path == ME else {}
-                figures = measured(opts, servers[label], path, **kw)
-                figures |= {"round": round_, "server": label, "path": path}
-                results["runs"].append(figures)
-                say(
-                    f"round {round_} {label} {path}: {figures['rps']:.0f} req/s, "
-                    f"p99 {figures['p99_ms']:.2f} ms, {figures['server_cpu_ms_per_req']:.3f} "
-                    f"ms CPU/req, errors {figures['errors']}, load {figures['load_before']:.2f}"
-                )
-        for round_ in range(1, opts.rounds + 1):
-            for path in (ME, LIVE):
-                run = balance(opts, servers["full_on"], path, token) | {"round": round_}
-                results["balance"].append(run)
-                say(f"balance round {round_} {path}: {run}")
-        for round_ in range(1, opts.rounds + 1):
-            flood = login_flood(opts, servers["full_on"], token, password) | {"round": round_}
-            results["flood"].append(flood)
-            say(
-                f"flood round {round_}: probe p99 idle {flood['probe_idle']['p99_ms']:.2f} ms, "
-                f"during {flood['probe_flood']['p99_ms']:.2f} ms; logins {flood['logins']}"
-            )
-        results["memory"]["full_on"]["after the login floods"] = workers_rss(servers["full_on"])
-    finally:
-        for server in servers.values():
-            server.stop()
-        asyncio.run(drop_database(name))
+    with seeded_database("bench") as (database_url, password):
+        base = server_env(database_url, opts.redis_url) | dict(s.split("=", 1) for s in opts.set)
+        plan = [
+            ("full_on", None, base | {"RATE_LIMIT_ENABLED": "true"}),
+            ("full_off", None, base | {"RATE_LIMIT_ENABLED": "false"}),
+            ("floor", "benchmarks.floor_app:app", base),
+        ]
+        plan += [(label, None, plan[0][2] | pairs) for label, pairs in map(variant, opts.variant)]
+        servers: dict[str, Server] = {}
+        try:
+            for label, app, env in plan:
+                say(f"{label}: starting")
+                servers[label] = start(app, env, opts.out)
+            measure_all(opts, servers, password, results)
+        finally:
+            for server in servers.values():
+                server.stop()
     results |= {
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
