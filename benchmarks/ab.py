@@ -12,19 +12,19 @@ CPU per request (Gunicorn and its workers, from /proc). A diagnosis, not a targe
 from __future__ import annotations
 
 import argparse
-import asyncio
-import secrets
 from pathlib import Path
 
-from benchmarks.run import login, result, server_env, start, wait_quiet, wrk
+from benchmarks.run import (
+    login,
+    result,
+    seeded_database,
+    server_env,
+    start,
+    variant,
+    wait_quiet,
+    wrk,
+)
 from loadtests.sizing.run import process_table, tree_cpu_seconds
-from tests.support.api import seed_loadtest
-from tests.support.databases import REDIS_URL, create_database, drop_database
-
-
-def variant(text: str) -> tuple[str, dict[str, str]]:
-    name, _, settings = text.partition(":")
-    return name, dict(pair.split("=", 1) for pair in settings.split(",") if pair)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,13 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     opts = p.parse_args(argv)
     opts.out.mkdir(parents=True, exist_ok=True)
 
-    password = secrets.token_urlsafe(12)
-    name, database_url = asyncio.run(create_database("ab"))
-    base = server_env(database_url, REDIS_URL.rsplit("/", 1)[0] + "/14")
     print("| round | variant | req/s | server CPU ms/req |")
     print("|---:|---|---:|---:|")
-    try:
-        seed_loadtest(database_url, 1, password=password)
+    with seeded_database("ab") as (database_url, password):
+        base = server_env(database_url)
         token: str | None = None
         for round_ in range(1, opts.rounds + 1):
             for label, env in opts.variants:
@@ -63,8 +60,6 @@ def main(argv: list[str] | None = None) -> None:
                     server.stop()
                 ms = 1000 * cpu / figures["requests"]
                 print(f"| {round_} | {label} | {figures['rps']:.0f} | {ms:.2f} |", flush=True)
-    finally:
-        asyncio.run(drop_database(name))
 
 
 if __name__ == "__main__":

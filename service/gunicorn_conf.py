@@ -30,6 +30,13 @@ _settings = load_settings()
 wsgi_app = "service.main:create_app()"
 worker_class = "service.http_server.UvicornWorker"
 bind = [f"{_settings.host}:{_settings.port}"]
+# Each worker listens on its own socket (SO_REUSEPORT; Gunicorn then opens the sockets in the
+# workers, not the master) and the kernel spreads new connections across them by hash. With one
+# shared socket, the worker that wakes first accepts a whole burst of connections: under 64
+# keep-alive connections one worker often served them all and the pod used one core of two
+# (docs/benchmarks.md). The price: connections still queued on a worker's socket when it exits
+# (recycling, scale-down) are reset, unless the node sets net.ipv4.tcp_migrate_req=1.
+reuse_port = True
 workers = _settings.web_concurrency
 timeout = _settings.worker_timeout
 graceful_timeout = _settings.graceful_timeout

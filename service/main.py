@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestContext,
         access_log_enabled=settings.access_log == "json",
+        access_log_flush_seconds=settings.access_log_flush_seconds,
         metrics_enabled=settings.metrics_enabled,
     )
     if settings.trusted_proxies:

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     max_requests: int = Field(default=10_000, ge=0)
     max_requests_jitter: int = Field(default=1_000, ge=0)
     access_log: Literal["json", "off"] = "json"
+    # Access lines are written in batches: at most this many seconds after a request (and at
+    # shutdown), instead of one write per request.
+    access_log_flush_seconds: float = Field(default=1.0, gt=0, le=60)
     # Networks whose X-Forwarded-For is believed (the ingress controller's); nobody else's is.
     trusted_proxies: Annotated[list[str], NoDecode] = []
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import subprocess
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -44,6 +45,7 @@ def server(seeded_database: tuple[str, str], tmp_path: Path) -> Iterator[Server]
             "APP_NAME": f"e2e-{uuid.uuid4().hex[:8]}",  # a fresh rate-limit budget
             "RATE_LIMIT_USER": "40/hour",  # GCRA: 40 at once, then one per 90 s
             "RATE_LIMIT_LOGIN": "100/minute",
+            "ACCESS_LOG_FLUSH_SECONDS": "0.1",  # the tests read who served from the log
         },
         tmp_path,
         workers=2,
@@ -123,6 +125,7 @@ def test_workers_freeze_their_start_up_objects_out_of_the_collector(
 
 
 def _pids_serving(server: Server, path: str) -> set[object]:
+    time.sleep(0.3)  # the access lines are written in batches
     return {r["pid"] for r in server.log_records() if r.get("path") == path}
 
 
