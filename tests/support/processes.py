@@ -110,11 +110,27 @@ def start_server(
     )
     server = Server(process, f"http://127.0.0.1:{port}", log_path, log)
     try:
+        _wait_for_workers(server, workers, timeout=ready_timeout)
         wait_for(server.base_url + "/health/live", timeout=ready_timeout)
     except TimeoutError:
         server.stop()
         raise RuntimeError(f"server did not start:\n{log_path.read_text()[-3000:]}") from None
     return server
+
+
+def _wait_for_workers(server: Server, workers: int, *, timeout: float) -> None:
+    """Until every worker has finished its startup. With SO_REUSEPORT each worker has its own
+    listen queue, so a request sent while one still boots waits there and is served later,
+    after the caller's own timeout: a test counting requests would count it twice."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise TimeoutError("the server exited")
+        started = server.log_path.read_text(errors="replace").count("Application startup complete")
+        if started >= workers:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{workers} workers did not start within {timeout} s")
 
 
 @dataclass
