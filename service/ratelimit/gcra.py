@@ -24,38 +24,49 @@ from limits import parse_many
 
 MICROS = 1_000_000
 
-# KEYS[i]: the TAT of window i, in microseconds since the epoch.
+# One call charges a batch of requests, each in turn, each as if it were alone (the limiter
+# coalesces the requests a worker has waiting into one round trip: service/ratelimit/limiter.py).
+# KEYS: every request's windows' TATs (µs since the epoch), request after request.
 # ARGV[1]: now in microseconds, or "" for the Redis server's clock (one clock for every pod).
-# ARGV[2i], ARGV[2i+1]: window i's emission interval and capacity, in microseconds.
-# Returns {allowed, then per window: remaining, µs until full, µs until one more request fits}.
-# Numbers are doubles in Lua; every value here is an integer below 2^53, so they are exact, and
-# "%.0f" writes them back without the exponent form that tostring() would use.
+# Then per request: its window count n, then n (emission interval, capacity) pairs, in µs.
+# Returns, per request: allowed, then per window: remaining, µs until full, µs until one more
+# request fits. Numbers are doubles in Lua; every value here is an integer below 2^53, so they
+# are exact, and "%.0f" writes them back without the exponent form that tostring() would use.
 SCRIPT = """
 local now = tonumber(ARGV[1])
 if not now then
   local time = redis.call('TIME')
   now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 end
-local tats = {}
-local allowed = 1
-for i = 1, #KEYS do
-  local tat = tonumber(redis.call('GET', KEYS[i])) or now
-  if tat < now then tat = now end
-  tats[i] = tat
-  if tat + tonumber(ARGV[2 * i]) - now > tonumber(ARGV[2 * i + 1]) then allowed = 0 end
-end
-local out = {allowed}
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i])
-  local capacity = tonumber(ARGV[2 * i + 1])
-  local tat = tats[i]
-  if allowed == 1 then
-    tat = tat + interval
-    redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+local out = {}
+local k = 0
+local a = 2
+while a <= #ARGV do
+  local n = tonumber(ARGV[a])
+  local tats = {}
+  local allowed = 1
+  for i = 1, n do
+    local tat = tonumber(redis.call('GET', KEYS[k + i])) or now
+    if tat < now then tat = now end
+    tats[i] = tat
+    if tat + tonumber(ARGV[a + 2 * i - 1]) - now > tonumber(ARGV[a + 2 * i]) then allowed = 0 end
   end
-  out[3 * i - 1] = math.floor((capacity - (tat - now)) / interval)
-  out[3 * i] = tat - now
-  out[3 * i + 1] = math.max(0, tat + interval - now - capacity)
+  out[#out + 1] = allowed
+  for i = 1, n do
+    local interval = tonumber(ARGV[a + 2 * i - 1])
+    local capacity = tonumber(ARGV[a + 2 * i])
+    local tat = tats[i]
+    if allowed == 1 then
+      tat = tat + interval
+      local ttl = math.ceil((tat - now) / 1000)
+      redis.call('SET', KEYS[k + i], string.format('%.0f', tat), 'PX', ttl)
+    end
+    out[#out + 1] = math.floor((capacity - (tat - now)) / interval)
+    out[#out + 1] = tat - now
+    out[#out + 1] = math.max(0, tat + interval - now - capacity)
+  end
+  k = k + n
+  a = a + 1 + 2 * n
 end
 return out
 """

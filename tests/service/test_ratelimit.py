@@ -125,6 +125,65 @@ async def test_the_redis_script_agrees_exactly_with_the_reference_model(
         await script_limiter.aclose()
 
 
+async def test_one_script_call_charges_a_batch_of_requests_in_order(
+    script_limiter: Limiter,
+) -> None:
+    """Random batches of requests over shared keys, each batch one script call: every reply
+    and every stored TAT is the model's, as if the requests had come one at a time."""
+    rng = random.Random(12)
+    redis: Redis = script_limiter.redis  # type: ignore[assignment]
+    keys = [f"test-batch:{uuid.uuid4().hex}:{i}" for i in range(4)]
+    windows = {key: Window(rng.randint(1, 4), rng.choice((10, 60))) for key in keys}
+    model: dict[str, int | None] = dict.fromkeys(keys)
+    now = 1_700_000_000 * MICROS
+    try:
+        for _ in range(30):
+            now += rng.choice((0, rng.randint(0, 20 * MICROS)))
+            batch = [rng.sample(keys, rng.randint(1, 3)) for _ in range(rng.randint(1, 6))]
+            expected = []
+            for request in batch:
+                pairs = [(windows[k].interval, windows[k].capacity) for k in request]
+                reply, stored = gcra([model[k] for k in request], now, pairs)
+                expected.append(reply)
+                if stored is not None:
+                    model.update(zip(request, stored, strict=True))
+            requests = [(request, _args(*(windows[k] for k in request))) for request in batch]
+            assert await script_limiter.run_batch(requests, now) == expected
+            assert [int(v) if v else None for v in await redis.mget(keys)] == list(
+                model.values()
+            )
+        await redis.delete(*keys)
+    finally:
+        await script_limiter.aclose()
+
+
+async def test_concurrent_requests_share_a_call_and_each_gets_its_own_answer(
+    script_limiter: Limiter,
+) -> None:
+    """Twelve requests in flight against a budget of five: exactly five are let through, each
+    sees its own place in the window, and they took fewer round trips than requests."""
+    calls = 0
+    script = script_limiter.script
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return await script(*args, **kwargs)  # type: ignore[arg-type]
+
+    script_limiter.script = counted  # type: ignore[assignment]
+    key = f"test-coalesce:{uuid.uuid4().hex}"
+    try:
+        replies = await asyncio.gather(
+            *(script_limiter.run([key], _args(Window(5, 60))) for _ in range(12))
+        )
+        assert [r[0] for r in replies if r] == [1] * 5 + [0] * 7
+        assert [r[1] for r in replies if r][:5] == [4, 3, 2, 1, 0]
+        assert calls < 12
+    finally:
+        await script_limiter.redis.delete(key)  # type: ignore[union-attr]
+        await script_limiter.aclose()
+
+
 @pytest.mark.parametrize(
     ("host", "identity"),
     [
