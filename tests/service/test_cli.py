@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 
 from service.main import create_app
 from service.settings import Settings
@@ -115,6 +116,37 @@ async def test_the_seeded_key_is_minted_with_its_own_account_and_not_above_its_o
     # tier; owned by the seeded admin, whose role it does not exceed.
     assert (name, role, tier, owner) == ("loadtest", "admin", None, "loadtest-admin@example.com")
     assert (account_role, account_email) == ("admin", None)
+
+
+async def test_ensure_key_caps_the_role_at_the_owners_and_restores_the_same_row(
+    database: str,
+) -> None:
+    from service.api_keys.service import ensure_key
+    from service.kit.database import create_engine, create_sessionmaker
+    from service.users.models import Role, User
+    from service.users.repository import UserRepository
+
+    engine = create_engine(Settings(database_url=database, redis_url=None, **FAST_HASHING))
+    try:
+        sessions = create_sessionmaker(engine)
+        async with sessions() as session, session.begin():
+            owner = await UserRepository(session).create(
+                User(email="plain@example.org", hashed_password="x", role=Role.user)
+            )
+            first = await ensure_key(
+                session, creator=owner, name="k", role=Role.admin, tier=None, presented=GIVEN_KEY
+            )
+            assert first.role == Role.user  # asked for admin, owned by a user
+            await session.execute(text("UPDATE api_keys SET revoked_at = now()"))
+        async with sessions() as session, session.begin():
+            owner = await UserRepository(session).get_by_email("plain@example.org")
+            assert owner is not None
+            again = await ensure_key(
+                session, creator=owner, name="k", role=Role.admin, tier=None, presented=GIVEN_KEY
+            )
+            assert (again.id, again.role, again.revoked_at) == (first.id, Role.user, None)
+    finally:
+        await engine.dispose()
 
 
 # --- unseed-loadtest: switching the load test off revokes what the seed made ---------------------
