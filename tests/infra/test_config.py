@@ -231,7 +231,7 @@ def test_a_bad_arrival_rate_names_its_key(raw: str, message: str) -> None:
 def test_a_retired_loadtest_key_is_refused_naming_its_replacement(retired: str) -> None:
     # Refused even with the load test off: a stack file still setting it is out of date.
     with pytest.raises(ConfigError, match=f"blueprint:{retired}: is no longer read") as error:
-        parse_with("dev", **{retired: "50"})
+        parse("dev", plain("dev", **{retired: "50"}), harness.PLACEHOLDER_SECRETS)
     assert "blueprint:loadtestArrivalRate" in str(error.value)
     assert retired not in KEYS
 
@@ -268,7 +268,9 @@ def test_per_pod_requires_one_replica_and_so_no_hpa() -> None:
         parse_with("staging", loadtestEnabled="true", loadtestTarget="pod")
     with pytest.raises(ConfigError, match="are 1 and 2"):
         parse_with("dev", loadtestEnabled="true", minReplicas="1", maxReplicas="2")
-    one_pod = parse_with("dev", loadtestEnabled="true", **ONE_POD)
+    one_pod = parse(
+        "dev", plain("dev", loadtestEnabled="true", **ONE_POD), harness.PLACEHOLDER_SECRETS
+    )
     assert (one_pod.loadtest.target, one_pod.app.max_replicas) == ("pod", 1)
     # Off, the stack keeps its replicas.
     assert parse_with("staging").app.max_replicas == 4

@@ -139,10 +139,10 @@ async def test_ensure_key_caps_the_role_at_the_owners_and_restores_the_same_row(
             assert first.role == Role.user  # asked for admin, owned by a user
             await session.execute(text("UPDATE api_keys SET revoked_at = now()"))
         async with sessions() as session, session.begin():
-            owner = await UserRepository(session).get_by_email("plain@example.org")
-            assert owner is not None
+            found = await UserRepository(session).get_by_email("plain@example.org")
+            assert found is not None
             again = await ensure_key(
-                session, creator=owner, name="k", role=Role.admin, tier=None, presented=GIVEN_KEY
+                session, creator=found, name="k", role=Role.admin, tier=None, presented=GIVEN_KEY
             )
             assert (again.id, again.role, again.revoked_at) == (first.id, Role.user, None)
     finally:
