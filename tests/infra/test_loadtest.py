@@ -322,6 +322,25 @@ def test_the_component_leaves_the_production_check_to_config() -> None:
     assert not {"production", "allow_production"} & {f.name for f in fields(LoadtestArgs)}
 
 
+def test_a_production_stack_needs_the_flag_in_a_mocked_run_too(locustfile: str) -> None:
+    on_prod = {"loadtestEnabled": "true", "loadtestTarget": "ingress"}
+    with pytest.raises(ConfigError, match="blueprint:loadtestAllowProduction: true"):
+        harness.run("prod", {**on_prod, "loadtestLocustfile": locustfile})
+    objs = objects("prod", loadtestLocustfile=locustfile, loadtestAllowProduction="true", **on_prod)
+    flags = dict(itertools.pairwise(container(find(objs, "Job", "locust-master"))["args"]))
+    assert flags["--host"] == "https://api.blueprint.example.com"  # prod has TLS
+    assert not [o for o in objs if o["metadata"]["name"] == "loadtest-unseed"]
+    assert find(objs, "HorizontalPodAutoscaler", "api")["spec"]["minReplicas"] == 3
+
+
+@pytest.mark.parametrize(("value", "text"), [(40.0, "40"), (12.5, "12.5"), (0.25, "0.25")])
+def test_the_arrival_rate_reaches_the_locustfile_as_it_parses_it(value: float, text: str) -> None:
+    from infra.components.loadtest import rate
+
+    assert rate(value) == text
+    assert float(rate(value)) == value
+
+
 # --- per pod or end to end ------------------------------------------------------------------
 
 
