@@ -61,11 +61,11 @@ fmt: venv ## Format and autofix
 render: venv ## Write STACK's Kubernetes objects as YAML under build/manifests/STACK/
 	$(PY) -m infra.render $(STACK)
 
-# Every stack, plus dev with the in-cluster Locust enabled (off in every stack file) so the
-# validators cover the load-test objects too.
+# Every stack, plus dev with the in-cluster Locust enabled (off in every stack file; one replica,
+# as its per-pod target requires) so the validators cover the load-test objects too.
 render-all: venv ## Render every stack that has a Pulumi.<stack>.yaml (and dev with Locust on)
 	@for s in $(STACKS); do $(PY) -m infra.render $$s || exit 1; done
-	$(PY) -m infra.render dev --set loadtestEnabled=true --out build/manifests/dev-loadtest
+	$(PY) -m infra.render dev --set loadtestEnabled=true --set minReplicas=1 --set maxReplicas=1 --out build/manifests/dev-loadtest
 
 validate-manifests: render-all ## kubernetes-validate --strict (each supported version) and checkov on every rendering
 	@for d in build/manifests/*/; do for v in $(K8S_VERSIONS); do \

@@ -8,6 +8,7 @@ Keys live in the ``blueprint:`` namespace of ``Pulumi.<stack>.yaml``.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import pulumi
 
 PROJECT = "blueprint"
 APP_ENVS = ("development", "staging", "production")
+LOADTEST_TARGETS = ("pod", "ingress")
 DB_MODES = ("in-cluster", "external")
 EXPOSURES = ("ingress", "loadbalancer")
 T = TypeVar("T")
@@ -94,12 +96,15 @@ class ExposureConfig:
 class LoadtestConfig:
     enabled: bool
     image: str
-    workers: int
-    users: int
-    spawn_rate: int
+    workers: int  # Locust worker pods, one open-loop scheduler each
+    arrival_rate: float  # total requests per second over all schedulers (LOADTEST_RATE)
     run_time: str
     locustfile: str
     seed_users: int  # accounts `seed-loadtest` creates; the Locust users log in as these only
+    # pod: one pod through the app's Service, the HPA off (per-pod capacity); ingress: the public
+    # host through the Ingress (end-to-end capacity).
+    target: str = "pod"
+    allow_production: bool = False  # a production stack refuses loadtestEnabled without it
 
 
 @dataclass(frozen=True)
@@ -228,13 +233,22 @@ PLAIN_KEYS = (
     "loadtestEnabled",
     "loadtestImage",
     "loadtestWorkers",
-    "loadtestUsers",
-    "loadtestSpawnRate",
+    "loadtestArrivalRate",
     "loadtestRunTime",
     "loadtestLocustfile",
     "loadtestSeedUsers",
+    "loadtestTarget",
+    "loadtestAllowProduction",
 )
 KEYS = PLAIN_KEYS + SECRET_KEYS
+# Keys that meant something once: a stack that still sets one is refused with what replaced it,
+# rather than silently ignored.
+RETIRED_KEYS = {
+    "loadtestUsers": "the load test is open loop (one scheduler per worker pod); set the total "
+    f"rate in requests per second with {PROJECT}:loadtestArrivalRate instead",
+    "loadtestSpawnRate": "the open-loop schedulers start at once (one per worker pod); remove it "
+    f"and set the rate with {PROJECT}:loadtestArrivalRate",
+}
 
 _IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._:/-]*(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
 _QUANTITY = re.compile(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti)?$")
@@ -294,6 +308,13 @@ class _Reader:
         value = self._get(name, default, int, "an integer")
         if value < minimum:
             raise self.fail(name, f"must be at least {minimum}, got {value}")
+        return value
+
+    def positive(self, name: str, default: float) -> float:
+        """A finite number above zero (an integer or a decimal)."""
+        value = self._get(name, default, float, "a number")
+        if not math.isfinite(value) or value <= 0:
+            raise self.fail(name, f"must be a positive number, got {self.values.get(name)!r}")
         return value
 
     def flag(self, name: str, default: bool) -> bool:
@@ -464,6 +485,48 @@ def _exposure(r: _Reader) -> ExposureConfig:
     return exposure
 
 
+def _loadtest(r: _Reader, app: AppConfig, exposure: ExposureConfig) -> LoadtestConfig:
+    for name, replacement in RETIRED_KEYS.items():
+        if name in r.values:
+            raise r.fail(name, f"is no longer read: {replacement}")
+    loadtest = LoadtestConfig(
+        enabled=r.flag("loadtestEnabled", False),
+        image=_image_ref(r, "loadtestImage", "locustio/locust:2.47.0"),
+        workers=r.integer("loadtestWorkers", 2, minimum=1),
+        arrival_rate=r.positive("loadtestArrivalRate", 50.0),
+        run_time=r.text("loadtestRunTime", "5m"),
+        locustfile=r.text("loadtestLocustfile", "loadtests/locustfile.py"),
+        seed_users=r.integer("loadtestSeedUsers", 20, minimum=1),
+        target=r.choice("loadtestTarget", LOADTEST_TARGETS, "pod"),
+        allow_production=r.flag("loadtestAllowProduction", False),
+    )
+    if not re.fullmatch(r"\d+[smh]", loadtest.run_time):
+        raise r.fail("loadtestRunTime", f"{loadtest.run_time!r} is not like 90s, 5m or 1h")
+    if not loadtest.enabled:
+        return loadtest
+    if app.app_env == "production" and not loadtest.allow_production:
+        raise r.fail(
+            "loadtestEnabled",
+            "a load test on a production stack seeds accounts and an admin API key there and "
+            f"spends its capacity; set {key('loadtestAllowProduction')}: true to allow it",
+        )
+    if loadtest.target == "pod" and (app.min_replicas, app.max_replicas) != (1, 1):
+        raise r.fail(
+            "loadtestTarget",
+            "pod measures one pod directly with the HPA off: set "
+            f"{key('minReplicas')} and {key('maxReplicas')} to 1 while the load test runs "
+            f"(they are {app.min_replicas} and {app.max_replicas}), or use "
+            f"{key('loadtestTarget')}: ingress for end-to-end capacity",
+        )
+    if loadtest.target == "ingress" and (exposure.kind != "ingress" or not exposure.host):
+        raise r.fail(
+            "loadtestTarget",
+            f"ingress aims at the public host through the Ingress, and this stack has none "
+            f"({key('exposure')} is {exposure.kind}); use {key('loadtestTarget')}: pod",
+        )
+    return loadtest
+
+
 def parse(
     stack: str, values: Mapping[str, str], secrets: Mapping[str, pulumi.Input[str]]
 ) -> StackConfig:
@@ -524,18 +587,8 @@ def parse(
             f"{redis.maxmemory_mi} must be below the container's memory limit"
             f" ({redis_resources.memory})",
         )
-    loadtest = LoadtestConfig(
-        enabled=r.flag("loadtestEnabled", False),
-        image=_image_ref(r, "loadtestImage", "locustio/locust:2.47.0"),
-        workers=r.integer("loadtestWorkers", 2, minimum=1),
-        users=r.integer("loadtestUsers", 50, minimum=1),
-        spawn_rate=r.integer("loadtestSpawnRate", 10, minimum=1),
-        run_time=r.text("loadtestRunTime", "5m"),
-        locustfile=r.text("loadtestLocustfile", "loadtests/locustfile.py"),
-        seed_users=r.integer("loadtestSeedUsers", 20, minimum=1),
-    )
-    if not re.fullmatch(r"\d+[smh]", loadtest.run_time):
-        raise r.fail("loadtestRunTime", f"{loadtest.run_time!r} is not like 90s, 5m or 1h")
+    exposure = _exposure(r)
+    loadtest = _loadtest(r, app, exposure)
     check_connection_budget(app, postgres.max_connections)
     return StackConfig(
         stack=stack,
@@ -546,7 +599,7 @@ def parse(
         app=app,
         postgres=postgres,
         redis=redis,
-        exposure=_exposure(r),
+        exposure=exposure,
         loadtest=loadtest,
     )
 
@@ -554,7 +607,8 @@ def parse(
 def load() -> StackConfig:
     """Read the stack's `blueprint:` config once (secrets stay Outputs) and validate it."""
     config = pulumi.Config(PROJECT)
-    values = {name: value for name in PLAIN_KEYS if (value := config.get(name)) is not None}
+    names = (*PLAIN_KEYS, *RETIRED_KEYS)  # the retired ones are read to be refused
+    values = {name: value for name in names if (value := config.get(name)) is not None}
     secrets = {
         name: secret for name in SECRET_KEYS if (secret := config.get_secret(name)) is not None
     }

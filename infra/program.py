@@ -46,7 +46,11 @@ def main() -> None:
     peers = ingress.peers(cfg.exposure)
     if cfg.app.monitoring_namespace:
         peers.append(namespace_peer(cfg.app.monitoring_namespace))
-    if cfg.loadtest.enabled:
+    # Per pod: Locust sends to the app's Service, so its workers are peers of the app pods, and
+    # the pod count is fixed (config requires one) with no HPA. Through the Ingress: the
+    # controller is the peer already, and the app scales as in production.
+    per_pod = cfg.loadtest.enabled and cfg.loadtest.target == "pod"
+    if per_pod:
         peers.append(loadtest.peer())
     api = app.App(
         "app",
@@ -61,6 +65,7 @@ def main() -> None:
             pull_secret=pull_secret,
             egress=egress,
             wait_for=[postgres, redis],
+            autoscale=not per_pod,
         ),
         on_cluster,
     )
@@ -78,9 +83,20 @@ def main() -> None:
     )
     target = pulumi.Output.concat("http://", api.service_name, ".", ns, f".svc:{app.SERVICE_PORT}")
     if cfg.loadtest.enabled:
+        # The run starts once what it aims at serves: the Service (Pulumi awaits its ready
+        # endpoints) or the Ingress (its address, where awaitExposure is on).
+        aim, ready = (target, api.service) if per_pod else (edge.url, edge)
         loadtest.Loadtest(
             "loadtest",
-            loadtest.LoadtestArgs(ns, cfg.loadtest, target, api.job_runtime, api.migration),
+            loadtest.LoadtestArgs(
+                ns, cfg.loadtest, aim, api.job_runtime, api.migration, wait_for=[ready]
+            ),
+            on_cluster,
+        )
+    else:  # off: the seeded accounts and keys, if any, stop working
+        loadtest.Revocation(
+            "loadtest-revocation",
+            loadtest.RevocationArgs(ns, api.job_runtime, api.migration),
             on_cluster,
         )
 

@@ -1,7 +1,8 @@
 """Write a stack's Kubernetes objects as YAML, one file per object, from a mocked run.
 
     python -m infra.render dev                     -> build/manifests/dev/NN-kind-name.yaml
-    python -m infra.render dev --set loadtestEnabled=true --out build/manifests/dev-loadtest
+    python -m infra.render dev --set loadtestEnabled=true --set minReplicas=1 --set maxReplicas=1 \
+        --out build/manifests/dev-loadtest       (the load test's per-pod target: one replica)
 
 For review and for the validators (kubernetes-validate, checkov). Names Pulumi would auto-suffix
 carry their logical name; secret values are placeholders, never real values.

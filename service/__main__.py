@@ -1,4 +1,4 @@
-"""Command line: `python -m service run | migrate | seed-loadtest`."""
+"""Command line: `python -m service run | migrate | seed-loadtest | unseed-loadtest`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -13,8 +14,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.api_keys import secrets as key_secrets
-from service.api_keys.models import ApiKey
-from service.api_keys.repository import ApiKeyRepository
+from service.api_keys import service as api_key_service
 from service.auth.passwords import PasswordHasher
 from service.kit.database import create_engine, create_sessionmaker
 from service.schema_lineage import (
@@ -23,7 +23,7 @@ from service.schema_lineage import (
     unknown_heads_are_descendants,
 )
 from service.schema_lineage import record as record_lineage
-from service.settings import EXEMPT_TIER, Settings, get_settings
+from service.settings import Settings, get_settings
 from service.users.models import Role, User
 from service.users.repository import UserRepository
 
@@ -97,16 +97,33 @@ async def ensure_first_admin(session: AsyncSession, settings: Settings) -> bool:
     return True
 
 
+# The accounts `seed-loadtest` creates (and `unseed-loadtest` disables); example.com is
+# reserved (RFC 2606), so no real user has one of these addresses.
+LOADTEST_ADMIN = "loadtest-admin@example.com"
+SEEDED = re.compile(r"loadtest-(\d+|admin)@example\.com")
+# The seeded key's rate-limit tier: None, the default every key minted without a tier gets
+# (RATE_LIMIT_API_KEY_DEFAULT, 1200/minute unless the stack changes it). Not "exempt": the load
+# test must pay for the per-key budget as an integration does (its charge rides in the same Redis
+# call), and a limit that binds shows as "429 list_users_api_key" instead of passing unnoticed.
+# The default tier needs no admin-defined tier to exist first and is what a new integration gets.
+LOADTEST_KEY_TIER: str | None = None
+
+
+def loadtest_email(index: int) -> str:
+    return f"loadtest-{index}@example.com"
+
+
 async def seed_loadtest(
     session: AsyncSession, settings: Settings, count: int, password: str, api_key: str | None
 ) -> str:
-    """Users loadtest-0..N-1@example.com, loadtest-admin@example.com, and an exempt API key
-    owned by that admin: `api_key` when given (Pulumi generates one for the in-cluster run),
-    else a new one. Re-running resets passwords and re-enables the key; returns the key."""
+    """Users loadtest-0..N-1@example.com, loadtest-admin@example.com, and an admin API key on
+    the default (limited) tier owned by that admin, minted through the API keys' service:
+    `api_key` when given (Pulumi generates one for the in-cluster run), else a new one.
+    Re-running resets passwords and re-enables the accounts and the key; returns the key."""
     users = UserRepository(session)
     hashed = await PasswordHasher(settings).hash(password)
-    wanted = [(f"loadtest-{i}@example.com", Role.user) for i in range(count)]
-    wanted.append(("loadtest-admin@example.com", Role.admin))
+    wanted = [(loadtest_email(i), Role.user) for i in range(count)]
+    wanted.append((LOADTEST_ADMIN, Role.admin))
     for email, role in wanted:
         found = await users.get_by_email(email)
         if found is None:
@@ -115,19 +132,29 @@ async def seed_loadtest(
             user = await users.update(
                 found, {"hashed_password": hashed, "role": role, "is_active": True}
             )
-    key, prefix, secret_hash = key_secrets.from_key(api_key) if api_key else key_secrets.new_key()
-    keys = ApiKeyRepository(session)
-    fields = {
-        "secret_hash": secret_hash,
-        "role": Role.admin,
-        "tier": EXEMPT_TIER,
-        "revoked_at": None,
-    }
-    if existing := await keys.get_by_prefix(prefix):
-        await keys.update(existing, fields)
-    else:  # owned by the admin, added last
-        await keys.create(ApiKey(name="loadtest", prefix=prefix, created_by_id=user.id, **fields))
+    key = api_key or key_secrets.new_key()[0]
+    await api_key_service.ensure_key(
+        session,
+        creator=user,
+        name="loadtest",
+        role=Role.admin,
+        tier=LOADTEST_KEY_TIER,
+        presented=key,
+    )  # owned by the admin, added last
     return key
+
+
+async def unseed_loadtest(session: AsyncSession) -> dict[str, int]:
+    """Deactivate every account `seed-loadtest` creates and revoke every key they minted
+    (idempotent: nothing to do leaves the database as it is). Returns how many changed."""
+    users = UserRepository(session)
+    found = await users.with_email_like("loadtest-%@example.com")
+    seeded = [user for user in found if user.email and SEEDED.fullmatch(user.email.lower())]
+    revoked = await api_key_service.revoke_keys_created_by(session, [u.id for u in seeded])
+    active = [user for user in seeded if user.is_active]
+    for user in active:
+        await users.update(user, {"is_active": False})
+    return {"deactivated": len(active), "revoked": revoked}
 
 
 def run(settings: Settings) -> None:
@@ -155,11 +182,14 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="development server (migrates first)")
     commands.add_parser("migrate", help="apply migrations and create the first admin")
-    seed = commands.add_parser("seed-loadtest", help="create load-test users and an exempt key")
+    seed = commands.add_parser("seed-loadtest", help="create load-test users and an API key")
     seed.add_argument("--users", type=int, default=50)
     # From the environment by default: a password in argv shows in every process listing.
     seed.add_argument("--password", default=os.environ.get("LOADTEST_PASSWORD"))
     seed.add_argument("--api-key", default=os.environ.get("LOADTEST_API_KEY"))
+    commands.add_parser(
+        "unseed-loadtest", help="deactivate the load-test users and revoke their keys"
+    )
     args = parser.parse_args(argv)
     if args.command == "seed-loadtest":
         if not args.password:
@@ -175,6 +205,8 @@ def main(argv: list[str] | None = None) -> None:
         run(settings)
     elif args.command == "migrate":
         migrate(settings)
+    elif args.command == "unseed-loadtest":
+        print(json.dumps(asyncio.run(_in_transaction(settings, unseed_loadtest))))
     else:
         key = asyncio.run(
             _in_transaction(

@@ -202,6 +202,9 @@ class AppArgs:
     egress: list[dict[str, Any]] = field(default_factory=list)
     # The migration Job starts once these are ready (the in-cluster Postgres and Redis).
     wait_for: list[pulumi.Resource] = field(default_factory=list)
+    # False: no HorizontalPodAutoscaler, the Deployment runs minReplicas pods (the load test's
+    # per-pod target, with config requiring minReplicas = maxReplicas = 1).
+    autoscale: bool = True
 
 
 class App(pulumi.ComponentResource):
@@ -263,8 +266,9 @@ class App(pulumi.ComponentResource):
             self,
             ns,
             api,
-            # No `replicas`: the HorizontalPodAutoscaler owns the count.
+            # No `replicas` while the HorizontalPodAutoscaler owns the count.
             spec={
+                **({} if args.autoscale else {"replicas": cfg.min_replicas}),
                 "selector": {"matchLabels": selector(api)},
                 "revisionHistoryLimit": 5,
                 "strategy": {
@@ -301,7 +305,8 @@ class App(pulumi.ComponentResource):
             name=NAME,
             opts=pulumi.ResourceOptions(depends_on=[self.deployment]),
         )
-        self._autoscaler(ns, api, cfg)
+        if args.autoscale:
+            self._autoscaler(ns, api, cfg)
         create(
             k8s.policy.v1.PodDisruptionBudget,
             NAME,

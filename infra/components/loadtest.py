@@ -10,19 +10,27 @@ one whole CPU each (request = limit: Guaranteed, never throttled mid-schedule), 
 nodes of the app's pods where the cluster has room.
 
 The schedule is open loop (see loadtests/locustfile.py): one scheduler per worker pod, so
-``--users`` is the worker count; ``loadtestUsers`` is read as the total arrival rate in
-requests per second until LoadtestConfig grows a key of its own for it.
+``--users`` is the worker count and ``loadtestArrivalRate`` (LOADTEST_RATE) the total arrival rate
+in requests per second they share. The target is the program's choice from ``loadtestTarget``:
+the app's Service with one pod and no HPA (per-pod capacity) or the public host through the
+Ingress (end-to-end capacity); infra/config.py validates the stack for either, and refuses a
+production stack without ``loadtestAllowProduction``.
 
 Before Locust starts, a Job in the service's own image (``app.job``: the migration Job's settings,
 secret files and hardening) runs ``python -m service seed-loadtest`` after the migrations: it
-creates ``loadtestSeedUsers`` accounts with a generated password and registers a generated
-API key. Both credentials live in this component's Secret only; the seed Job and the Locust
-containers read them from it (secretKeyRef), and Locust logs in as the seeded accounts.
+creates ``loadtestSeedUsers`` accounts with a generated password and mints the generated API key
+(on the default, limited, API-key tier). Both credentials live in this component's Secret only;
+the seed Job and the Locust containers read them from it (secretKeyRef), and Locust logs in as
+the seeded accounts.
+
+With the load test off, ``Revocation`` runs ``python -m service unseed-loadtest`` instead: the
+seeded accounts are deactivated and their keys revoked, so switching the load test off leaves no
+credential that works (a no-op when there are none).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +67,8 @@ DEADLINE_MARGIN_S = 300  # past the run time: workers connecting, the stop, the 
 RESULTS_TTL_S = 86_400  # the finished Job (and its log, the results) is kept a day
 MAX_FAIL_RATIO = "0.001"
 SEED = "seed-loadtest"  # the seed Job's container and component label
+UNSEED = "unseed-loadtest"  # the revocation Job's
+UNSEED_COMMAND = ["python", "-m", "service", UNSEED]
 # The variables the seed command and the locustfile read; the Secret's keys carry these names.
 PASSWORD_ENV, API_KEY_ENV = "LOADTEST_PASSWORD", "LOADTEST_API_KEY"
 # bpk_<prefix>_<secret>, the service's key format: the prefix finds the row (at most 16
@@ -89,7 +99,7 @@ def read_locustfile(cfg: LoadtestConfig) -> str:
 
 
 def credentials(parent: pulumi.Resource) -> dict[str, pulumi.Output[str]]:
-    """The seeded users' password and the exempt API key, generated once (kept, encrypted, in the
+    """The seeded users' password and the API key, generated once (kept, encrypted, in the
     stack's state) and secret throughout."""
     prefix = random.RandomString(
         "loadtest-api-key-prefix",
@@ -113,23 +123,16 @@ def credentials(parent: pulumi.Resource) -> dict[str, pulumi.Output[str]]:
 class LoadtestArgs:
     namespace: pulumi.Input[str]
     config: LoadtestConfig
-    target: pulumi.Input[str]  # e.g. http://api.<namespace>.svc:80
+    # The app's Service (http://api.<namespace>.svc:80) or its public URL, per loadtestTarget.
+    target: pulumi.Input[str]
     app: Runtime  # the service's image and settings, for the seed Job
     migration: pulumi.Resource  # the app's migration Job: the seed runs once it succeeded
-    # A load test on a production stack seeds an admin key and accounts there and spends its
-    # capacity: it needs an explicit yes. (The program passes these once infra/config.py has a
-    # key for the flag; until then both default to False.)
-    production: bool = False
-    allow_production: bool = False
+    # What the target needs before the run starts (the app's Service, or the Ingress).
+    wait_for: list[pulumi.Resource] = field(default_factory=list)
 
 
 class Loadtest(pulumi.ComponentResource):
     def __init__(self, name: str, args: LoadtestArgs, opts: pulumi.ResourceOptions | None = None):
-        if args.production and not args.allow_production:
-            raise ConfigError(
-                f"{key('loadtestEnabled')}: a load test on a production stack seeds an admin API "
-                "key and accounts and spends its capacity; allow it explicitly"
-            )
         super().__init__("blueprint:index:Loadtest", name, None, opts)
         cfg, ns = args.config, args.namespace
         script = create(
@@ -169,7 +172,7 @@ class Loadtest(pulumi.ComponentResource):
         env = [
             {"name": "HOME", "value": "/tmp"},  # noqa: S108 - the emptyDir
             {"name": "LOADTEST_USERS", "value": str(cfg.seed_users)},
-            {"name": "LOADTEST_RATE", "value": str(cfg.users)},
+            {"name": "LOADTEST_RATE", "value": rate(cfg.arrival_rate)},
             {"name": "LOADTEST_SCHEDULERS", "value": str(cfg.workers)},
             {"name": "LOADTEST_MAX_FAIL_RATIO", "value": MAX_FAIL_RATIO},
             *from_secret,
@@ -268,9 +271,51 @@ class Loadtest(pulumi.ComponentResource):
                     restartPolicy="Never",
                 ),
             },
-            opts=pulumi.ResourceOptions(depends_on=[workers]),
+            opts=pulumi.ResourceOptions(depends_on=[workers, *args.wait_for]),
         )
         self.register_outputs({"target": args.target})
+
+
+@dataclass(frozen=True)
+class RevocationArgs:
+    namespace: pulumi.Input[str]
+    app: Runtime  # the service's image and settings (the migration Job's), as for the seed
+    migration: pulumi.Resource  # the accounts' table exists once it succeeded
+
+
+class Revocation(pulumi.ComponentResource):
+    """The load test switched off: a Job that deactivates the seeded accounts and revokes their
+    API keys (``python -m service unseed-loadtest``, idempotent).
+
+    Present whenever the load test is off, so it runs once when it is switched off (and once on
+    a stack that never had one: a no-op). ``app.job`` names the Job by its template, and the
+    template holds only the image and the fixed command: the same inputs leave the finished Job
+    as it is on every later ``up``, and only a new image reruns it (a no-op again).
+    """
+
+    def __init__(
+        self, name: str, args: RevocationArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("blueprint:index:LoadtestRevocation", name, None, opts)
+        self.job = job(
+            self,
+            "loadtest-unseed",
+            args.namespace,
+            args.app,
+            UNSEED,
+            UNSEED_COMMAND,
+            opts=pulumi.ResourceOptions(depends_on=[args.migration]),
+        )
+        self.register_outputs({})
+
+
+def rate(requests_per_second: float) -> str:
+    """LOADTEST_RATE as the locustfile parses it: 40 -> "40", 12.5 -> "12.5"."""
+    return (
+        str(int(requests_per_second))
+        if requests_per_second.is_integer()
+        else str(requests_per_second)
+    )
 
 
 def run_seconds(run_time: str) -> int:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -50,6 +51,15 @@ class ApiKeyRepository(Repository[ApiKey]):
 
     async def list(self, *, limit: int, offset: int) -> Page[ApiKey]:
         return await self.page(select(ApiKey), limit=limit, offset=offset)
+
+    async def live_created_by(self, creator_ids: Sequence[uuid.UUID]) -> Sequence[ApiKey]:
+        """The keys these users minted that are not revoked."""
+        if not creator_ids:
+            return []
+        found = await self.session.scalars(
+            select(ApiKey).where(ApiKey.created_by_id.in_(creator_ids), ApiKey.revoked_at.is_(None))
+        )
+        return found.all()
 
 
 class TierRepository(Repository[RateLimitTier]):

@@ -94,15 +94,22 @@ async def mint_key(
     name: str,
     role: Role,
     tier: str | None,
+    presented: str | None = None,
 ) -> tuple[ApiKey, str]:
-    """A new key and its account; returns the key row and the secret (shown once)."""
+    """A new key and its account; returns the key row and the secret (shown once).
+
+    ``presented``: a key generated elsewhere (``bpk_<prefix>_<secret>``, e.g. by Pulumi for the
+    in-cluster load test) to register instead of a new one; ValueError unless well formed.
+    """
     if minted_by_key:
         # A key's authority is capped by its creator's; a key minting keys would launder that
         # cap through an account nobody demotes.
         raise Forbidden("API keys cannot mint API keys.", code="api_key.minted_by_key")
     if tier not in (None, EXEMPT_TIER) and not await TierRepository(session).get_by_name(tier):
         raise invalid_field(("body", "tier"), "No such rate-limit tier", "unknown_tier")
-    secret, prefix, secret_hash = key_secrets.new_key()
+    secret, prefix, secret_hash = (
+        key_secrets.from_key(presented) if presented else key_secrets.new_key()
+    )
     key_id = uuid.uuid4()
     account = await UserRepository(session).create(User(**_account_for(key_id, name, role)))
     api_key = await ApiKeyRepository(session).create(
@@ -118,6 +125,57 @@ async def mint_key(
         )
     )
     return api_key, secret
+
+
+async def ensure_key(
+    session: AsyncSession, *, creator: User, name: str, role: Role, tier: str | None, presented: str
+) -> ApiKey:
+    """``presented`` as a key of ``creator``'s, whatever happened to it since (idempotent).
+
+    Minted through ``mint_key`` on first sight (with its service account); when a key with its
+    prefix exists (a re-run), that row is restored: the secret, role, tier and creator as asked,
+    un-revoked, its account re-activated. Its role is never more than the creator's current
+    role, so the key's authority is not above its owner's even before ``verify_key`` caps it.
+    """
+    role = role.at_most(Role(creator.role))
+    _, prefix, secret_hash = key_secrets.from_key(presented)
+    keys = ApiKeyRepository(session)
+    if (existing := await keys.get_by_prefix(prefix)) is None:
+        api_key, _ = await mint_key(
+            session,
+            creator_id=creator.id,
+            minted_by_key=False,
+            name=name,
+            role=role,
+            tier=tier,
+            presented=presented,
+        )
+        return api_key
+    if tier not in (None, EXEMPT_TIER) and not await TierRepository(session).get_by_name(tier):
+        raise invalid_field(("body", "tier"), "No such rate-limit tier", "unknown_tier")
+    users = UserRepository(session)
+    if existing.service_user_id and (account := await users.get_by_id(existing.service_user_id)):
+        await users.update(account, {"is_active": True, "role": role})
+    return await keys.update(
+        existing,
+        {
+            "name": name,
+            "secret_hash": secret_hash,
+            "role": role,
+            "tier": tier,
+            "created_by_id": creator.id,
+            "revoked_at": None,
+        },
+    )
+
+
+async def revoke_keys_created_by(session: AsyncSession, creator_ids: list[uuid.UUID]) -> int:
+    """Revoke every live key these users minted; how many were live (0: nothing to do)."""
+    keys = ApiKeyRepository(session)
+    live = await keys.live_created_by(creator_ids)
+    for api_key in live:
+        await keys.update(api_key, {"revoked_at": utcnow()})
+    return len(live)
 
 
 async def revoke_key(session: AsyncSession, key_id: uuid.UUID) -> None:

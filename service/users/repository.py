@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -25,6 +26,11 @@ class UserRepository(Repository[User]):
 
     async def list(self, *, limit: int, offset: int) -> Page[User]:
         return await self.page(select(User), limit=limit, offset=offset)
+
+    async def with_email_like(self, pattern: str) -> Sequence[User]:
+        """Users whose lower-cased email matches the SQL LIKE ``pattern``."""
+        found = await self.session.scalars(select(User).where(func.lower(User.email).like(pattern)))
+        return found.all()
 
     async def insert_if_absent(self, **values: Any) -> None:
         """INSERT ... ON CONFLICT DO NOTHING: a clash on any unique key is no error and, unlike

@@ -193,3 +193,105 @@ def test_loadtest_seed_users_and_login_limit_defaults() -> None:
     assert parse_with("dev", rateLimitLogin="100 per second").app.rate_limit_login == (
         "100 per second"
     )
+
+
+# --- the in-cluster load test ------------------------------------------------------------------
+
+ONE_POD = {"minReplicas": "1", "maxReplicas": "1"}
+
+
+def test_loadtest_defaults() -> None:
+    loadtest = parse_with("dev").loadtest
+    assert not loadtest.enabled
+    assert (loadtest.arrival_rate, loadtest.workers, loadtest.target) == (50.0, 2, "pod")
+    assert loadtest.allow_production is False
+
+
+@pytest.mark.parametrize(("raw", "rate"), [("40", 40.0), ("12.5", 12.5), ("0.2", 0.2)])
+def test_the_arrival_rate_is_a_positive_number(raw: str, rate: float) -> None:
+    assert parse_with("dev", loadtestArrivalRate=raw).loadtest.arrival_rate == rate
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("0", "blueprint:loadtestArrivalRate: must be a positive number, got '0'"),
+        ("-5", "blueprint:loadtestArrivalRate: must be a positive number, got '-5'"),
+        ("inf", "blueprint:loadtestArrivalRate: must be a positive number, got 'inf'"),
+        ("nan", "blueprint:loadtestArrivalRate: must be a positive number, got 'nan'"),
+        ("lots", "blueprint:loadtestArrivalRate: 'lots' is not a number"),
+    ],
+)
+def test_a_bad_arrival_rate_names_its_key(raw: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_with("dev", loadtestArrivalRate=raw)
+
+
+@pytest.mark.parametrize("retired", ["loadtestUsers", "loadtestSpawnRate"])
+def test_a_retired_loadtest_key_is_refused_naming_its_replacement(retired: str) -> None:
+    # Refused even with the load test off: a stack file still setting it is out of date.
+    with pytest.raises(ConfigError, match=f"blueprint:{retired}: is no longer read") as error:
+        parse("dev", plain("dev", **{retired: "50"}), harness.PLACEHOLDER_SECRETS)
+    assert "blueprint:loadtestArrivalRate" in str(error.value)
+    assert retired not in KEYS
+
+
+def test_program_refuses_a_retired_key_too() -> None:
+    with pytest.raises(ConfigError, match="blueprint:loadtestUsers: is no longer read"):
+        harness.run("dev", {"loadtestUsers": "200"})
+
+
+def test_a_production_stack_refuses_a_load_test_without_the_flag() -> None:
+    with pytest.raises(ConfigError, match=re.escape("blueprint:loadtestEnabled: a load test on")):
+        parse_with("prod", loadtestEnabled="true", loadtestTarget="ingress")
+    with pytest.raises(ConfigError, match="set blueprint:loadtestAllowProduction: true"):
+        parse_with("prod", loadtestEnabled="true", loadtestTarget="ingress")
+    allowed = parse_with(
+        "prod", loadtestEnabled="true", loadtestTarget="ingress", loadtestAllowProduction="true"
+    ).loadtest
+    assert (allowed.enabled, allowed.allow_production) == (True, True)
+    # Off, the flag changes nothing; on a stack that is not production, it is not needed.
+    assert not parse_with("prod").loadtest.enabled
+    for stack in ("dev", "staging"):
+        assert parse_with(stack, loadtestEnabled="true", loadtestTarget="ingress").loadtest.enabled
+
+
+def test_the_production_flag_is_a_boolean() -> None:
+    with pytest.raises(ConfigError, match="blueprint:loadtestAllowProduction: 'yes' is not true"):
+        parse_with("dev", loadtestAllowProduction="yes")
+
+
+def test_per_pod_requires_one_replica_and_so_no_hpa() -> None:
+    with pytest.raises(ConfigError, match=re.escape("blueprint:loadtestTarget: pod measures one")):
+        parse_with("dev", loadtestEnabled="true")  # dev: 1 to 2 replicas
+    with pytest.raises(ConfigError, match=r"\(they are 2 and 4\)"):
+        parse_with("staging", loadtestEnabled="true", loadtestTarget="pod")
+    with pytest.raises(ConfigError, match="are 1 and 2"):
+        parse_with("dev", loadtestEnabled="true", minReplicas="1", maxReplicas="2")
+    one_pod = parse(
+        "dev", plain("dev", loadtestEnabled="true", **ONE_POD), harness.PLACEHOLDER_SECRETS
+    )
+    assert (one_pod.loadtest.target, one_pod.app.max_replicas) == ("pod", 1)
+    # Off, the stack keeps its replicas.
+    assert parse_with("staging").app.max_replicas == 4
+
+
+def test_end_to_end_requires_an_ingress_host() -> None:
+    with pytest.raises(ConfigError, match="blueprint:loadtestTarget: ingress aims at the public"):
+        parse_with(
+            "dev",
+            loadtestEnabled="true",
+            loadtestTarget="ingress",
+            exposure="loadbalancer",
+            host="",
+        )
+    # A LoadBalancer with a host is still no Ingress.
+    with pytest.raises(ConfigError, match="blueprint:exposure is loadbalancer"):
+        parse_with("dev", loadtestEnabled="true", loadtestTarget="ingress", exposure="loadbalancer")
+    ingress = parse_with("dev", loadtestEnabled="true", loadtestTarget="ingress").loadtest
+    assert ingress.target == "ingress"
+
+
+def test_an_unknown_target_names_its_key() -> None:
+    with pytest.raises(ConfigError, match="blueprint:loadtestTarget: unknown value 'node'"):
+        parse_with("dev", loadtestTarget="node")

@@ -167,3 +167,23 @@ def test_seed_command_is_the_services(monkeypatch: pytest.MonkeyPatch) -> None:
     assert command[:3] == ["python", "-m", "service"]
     cli.main(command[3:])
     assert calls == [(7, "seeded-password", key)]
+
+
+def test_unseed_command_is_the_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The revocation Job's argv as the service's CLI reads it: no arguments, no credentials."""
+    cli = importlib.import_module("service.__main__")
+    calls: list[object] = []
+
+    async def unseed(session: object) -> dict[str, int]:
+        calls.append(session)
+        return {"deactivated": 0, "revoked": 0}
+
+    async def in_transaction(settings: object, work: Any) -> object:
+        return await work("session")
+
+    monkeypatch.setattr(cli, "get_settings", lambda: "settings")
+    monkeypatch.setattr(cli, "unseed_loadtest", unseed)
+    monkeypatch.setattr(cli, "_in_transaction", in_transaction)
+    assert loadtest.UNSEED_COMMAND[:3] == ["python", "-m", "service"]
+    cli.main(loadtest.UNSEED_COMMAND[3:])
+    assert calls == ["session"]

@@ -59,7 +59,7 @@ def test_private_registry_stacks_get_a_pull_secret_the_program_manages(stack: st
     assert pull["type"] == "kubernetes.io/dockerconfigjson"
     assert '"ghcr.io"' in pull["stringData"][".dockerconfigjson"]
     for workload in ("Deployment", "Job"):
-        spec = pod_spec(find(objs, workload, "api" if workload == "Deployment" else None))
+        spec = pod_spec(find(objs, workload, "api" if workload == "Deployment" else "api-migrate"))
         assert spec["imagePullSecrets"] == [{"name": "ghcr-pull"}]
     # Wired by the Secret's output: the pods never start before it exists.
     deployment = recorded(stack, "apps/v1:Deployment", "api")
@@ -89,7 +89,7 @@ def test_the_local_stack_is_not_the_ci_dev_stack() -> None:
 def test_migration_job_is_replaced_when_unready_and_pulumi_outwaits_its_deadline(
     stack: str,
 ) -> None:
-    job = find(objects(stack), "Job")
+    job = find(objects(stack), "Job", "api-migrate")
     assert job["metadata"]["annotations"]["pulumi.com/replaceUnready"] == "true"
     deadline_minutes = job["spec"]["activeDeadlineSeconds"] / 60
     options = recorded(stack, "batch/v1:Job", "api-migrate").options["customTimeouts"]
@@ -184,7 +184,7 @@ def test_ingress_peers_take_cidrs() -> None:
 
 def test_tuning_leaves_the_job_alone_and_rolls_the_pods() -> None:
     before, after = objects("dev"), objects("dev", memoryPerWorkerMi="150", logLevel="INFO")
-    assert find(before, "Job")["spec"] == find(after, "Job")["spec"]
+    assert find(before, "Job", "api-migrate")["spec"] == find(after, "Job", "api-migrate")["spec"]
     old_api, new_api = find(before, "Deployment", "api"), find(after, "Deployment", "api")
     assert container(old_api)["envFrom"] == container(new_api)["envFrom"]  # fixed names
     assert container(old_api)["envFrom"] == [{"configMapRef": {"name": "api-settings"}}]
@@ -196,7 +196,7 @@ def test_tuning_leaves_the_job_alone_and_rolls_the_pods() -> None:
 
 
 def test_a_new_database_or_image_reruns_the_job() -> None:
-    base = find(objects("staging"), "Job")
+    base = find(objects("staging"), "Job", "api-migrate")
     moved = find(
         harness.kubernetes_objects(
             harness.run(
@@ -209,10 +209,13 @@ def test_a_new_database_or_image_reruns_the_job() -> None:
             secret=None,
         ),
         "Job",
+        "api-migrate",
     )
     assert base["spec"] != moved["spec"]
-    new_image = find(objects("prod", image="ghcr.io/example/blueprint@sha256:" + "1" * 64), "Job")
-    assert new_image["spec"] != find(objects("prod"), "Job")["spec"]
+    new_image = find(
+        objects("prod", image="ghcr.io/example/blueprint@sha256:" + "1" * 64), "Job", "api-migrate"
+    )
+    assert new_image["spec"] != find(objects("prod"), "Job", "api-migrate")["spec"]
 
 
 # --- 11: no memory-based autoscaling ------------------------------------------------------------

@@ -28,12 +28,15 @@ class Reader(HttpUser):
 K8S_VERSIONS = ("1.30.0", "1.31.0", "1.32.0")
 SEED_USERS = 30
 CREDENTIALS = ("LOADTEST_PASSWORD", "LOADTEST_API_KEY")
+# The per-pod target (the default) measures one pod: config requires one replica.
+ONE_POD = {"minReplicas": "1", "maxReplicas": "1"}
 OVERRIDES = {
     "loadtestEnabled": "true",
     "loadtestWorkers": "3",
-    "loadtestUsers": "40",
+    "loadtestArrivalRate": "40",
     "loadtestRunTime": "2m",
     "loadtestSeedUsers": str(SEED_USERS),
+    **ONE_POD,
 }
 
 
@@ -135,6 +138,7 @@ def test_rendered_loadtest_objects_validate(locustfile: str, tmp_path: Path) -> 
                 "loadtestEnabled=true",
                 "--set",
                 f"loadtestLocustfile={locustfile}",
+                *(arg for k, v in ONE_POD.items() for arg in ("--set", f"{k}={v}")),
                 "--out",
                 str(out),
             ]
@@ -162,7 +166,12 @@ def test_rendered_loadtest_objects_validate(locustfile: str, tmp_path: Path) -> 
 def test_a_missing_locustfile_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="blueprint:loadtestLocustfile: cannot read"):
         harness.run(
-            "dev", {"loadtestEnabled": "true", "loadtestLocustfile": str(tmp_path / "nope.py")}
+            "dev",
+            {
+                "loadtestEnabled": "true",
+                "loadtestLocustfile": str(tmp_path / "nope.py"),
+                **ONE_POD,
+            },
         )
 
 
@@ -304,15 +313,126 @@ def test_the_loadtest_objects_pass_every_policy(recorded: list[Recorded]) -> Non
     assert stack_violations(resources) == []
 
 
-def test_a_production_stack_needs_an_explicit_yes() -> None:
-    from unittest.mock import sentinel
+def test_the_component_leaves_the_production_check_to_config() -> None:
+    # Validated once, in infra/config.py (tests/infra/test_config.py); the component trusts it.
+    from dataclasses import fields
 
-    from infra.components.loadtest import Loadtest, LoadtestArgs
-    from infra.config import PROJECT, parse
+    from infra.components.loadtest import LoadtestArgs
 
-    values = {k.removeprefix(f"{PROJECT}:"): v for k, v in harness.stack_config("local").items()}
-    cfg = parse("local", values, {}).loadtest
-    args = LoadtestArgs("ns", cfg, "http://api", sentinel.runtime, sentinel.job, production=True)
+    assert not {"production", "allow_production"} & {f.name for f in fields(LoadtestArgs)}
 
-    with pytest.raises(ConfigError, match="loadtestEnabled: a load test on a production stack"):
-        Loadtest("loadtest", args)
+
+def test_a_production_stack_needs_the_flag_in_a_mocked_run_too(locustfile: str) -> None:
+    on_prod = {"loadtestEnabled": "true", "loadtestTarget": "ingress"}
+    with pytest.raises(ConfigError, match="blueprint:loadtestAllowProduction: true"):
+        harness.run("prod", {**on_prod, "loadtestLocustfile": locustfile})
+    objs = objects("prod", loadtestLocustfile=locustfile, loadtestAllowProduction="true", **on_prod)
+    flags = dict(itertools.pairwise(container(find(objs, "Job", "locust-master"))["args"]))
+    assert flags["--host"] == "https://api.blueprint.example.com"  # prod has TLS
+    assert not [o for o in objs if o["metadata"]["name"] == "loadtest-unseed"]
+    assert find(objs, "HorizontalPodAutoscaler", "api")["spec"]["minReplicas"] == 3
+
+
+@pytest.mark.parametrize(("value", "text"), [(40.0, "40"), (12.5, "12.5"), (0.25, "0.25")])
+def test_the_arrival_rate_reaches_the_locustfile_as_it_parses_it(value: float, text: str) -> None:
+    from infra.components.loadtest import rate
+
+    assert rate(value) == text
+    assert float(rate(value)) == value
+
+
+# --- per pod or end to end ------------------------------------------------------------------
+
+
+def test_per_pod_aims_at_the_service_of_one_pod_with_the_hpa_off(enabled: list[Obj]) -> None:
+    master = find(enabled, "Job", "locust-master")
+    flags = dict(itertools.pairwise(container(master)["args"]))
+    assert flags["--host"] == "http://api.blueprint-dev.svc:80"
+    assert not [o for o in enabled if o["kind"] == "HorizontalPodAutoscaler"]
+    assert find(enabled, "Deployment", "api")["spec"]["replicas"] == 1
+
+
+def test_per_pod_starts_once_the_service_has_ready_endpoints(recorded: list[Recorded]) -> None:
+    master = _recorded(recorded, "kubernetes:batch/v1:Job", "locust-master")
+    assert _depends_on(master, "kubernetes:core/v1:Service", "api")
+
+
+@pytest.fixture(scope="module")
+def end_to_end(locustfile: str) -> list[Recorded]:
+    # dev as it is (1 to 2 replicas, autoscaled), aimed at its public host.
+    overrides = {k: v for k, v in OVERRIDES.items() if k not in ONE_POD}
+    return run("dev", loadtestLocustfile=locustfile, loadtestTarget="ingress", **overrides)
+
+
+def test_end_to_end_aims_at_the_public_host_through_the_ingress(
+    end_to_end: list[Recorded],
+) -> None:
+    objs = harness.kubernetes_objects(end_to_end, secret=None)
+    master = find(objs, "Job", "locust-master")
+    flags = dict(itertools.pairwise(container(master)["args"]))
+    assert flags["--host"] == "http://dev.blueprint.example.com"
+    (rule,) = find(objs, "Ingress")["spec"]["rules"]
+    assert rule["host"] == "dev.blueprint.example.com"
+    # The app scales as it does without a load test: the HPA owns the count.
+    hpa = find(objs, "HorizontalPodAutoscaler", "api")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 2)
+    assert "replicas" not in find(objs, "Deployment", "api")["spec"]
+    # Locust reaches the app through the controller, not as a peer of the app pods.
+    (allowed,) = find(objs, "NetworkPolicy", "api-ingress")["spec"]["ingress"]
+    assert not [p for p in allowed["from"] if "locust" in repr(p)]
+    run_ = _recorded(end_to_end, "kubernetes:batch/v1:Job", "locust-master")
+    assert _depends_on(run_, "kubernetes:networking.k8s.io/v1:Ingress", "api")
+
+
+def test_end_to_end_over_tls_uses_https(locustfile: str) -> None:
+    overrides = {k: v for k, v in OVERRIDES.items() if k not in ONE_POD}
+    objs = objects(
+        "dev", loadtestLocustfile=locustfile, loadtestTarget="ingress", tls="true", **overrides
+    )
+    flags = dict(itertools.pairwise(container(find(objs, "Job", "locust-master"))["args"]))
+    assert flags["--host"] == "https://dev.blueprint.example.com"
+
+
+# --- switched off: the seeded credentials are revoked ----------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_off_runs_the_revocation_job_after_the_migrations(stack: str) -> None:
+    objs = objects(stack)
+    unseed, migrate = find(objs, "Job", "loadtest-unseed"), find(objs, "Job", "api-migrate")
+    unseeder, migrator = container(unseed), container(migrate)
+    assert unseeder["command"] == ["python", "-m", "service", "unseed-loadtest"]
+    # The app's image and settings, hardened as the migration Job is (app.job).
+    for field in ("image", "envFrom", "env", "volumeMounts", "securityContext", "resources"):
+        assert unseeder[field] == migrator[field], field
+    assert pod_spec(unseed)["volumes"] == pod_spec(migrate)["volumes"]
+    # Nothing of the load test's: no credentials, no Locust.
+    assert "loadtest-credentials" not in repr(unseed)
+    assert not [o for o in objs if "locust" in o["metadata"]["name"]]
+    (recorded,) = [
+        r for r in run(stack) if r.type == "kubernetes:batch/v1:Job" and r.name == "loadtest-unseed"
+    ]
+    assert _depends_on(recorded, "kubernetes:batch/v1:Job", "api-migrate")
+
+
+def test_on_there_is_no_revocation_job(enabled: list[Obj], end_to_end: list[Recorded]) -> None:
+    for objs in (enabled, harness.kubernetes_objects(end_to_end)):
+        assert not [o for o in objs if o["metadata"]["name"] == "loadtest-unseed"]
+        assert find(objs, "Job", "loadtest-seed")
+
+
+def test_the_revocation_job_is_stable_across_runs(locustfile: str) -> None:
+    # Named by its template: the same inputs give the same Job, so a later `up` leaves it be;
+    # load-test settings that do not reach it (they only matter when it is on) change nothing.
+    def unseed(**overrides: str) -> Obj:
+        return find(
+            harness.kubernetes_objects(harness.run("dev", overrides)), "Job", "loadtest-unseed"
+        )
+
+    first, again = unseed(), unseed()
+    assert first == again
+    assert unseed(loadtestWorkers="5", loadtestArrivalRate="99") == first
+    assert (
+        first["metadata"]["name"]
+        == find(objects("dev"), "Job", "loadtest-unseed")["metadata"]["name"]
+    )

@@ -135,12 +135,12 @@ def test_deployment_runs_the_pushed_digest(stack: str, get: Get) -> None:
         assert image == docker.outputs["repoDigest"]
         assert "@sha256:" in image
         assert docker.inputs["build"]["dockerfile"].endswith("Dockerfile")
-    assert container(get("Job"))["image"] == image
+    assert container(get("Job", "api-migrate"))["image"] == image
     assert container(get("Deployment", "api"))["imagePullPolicy"] == "IfNotPresent"
 
 
 def test_migration_job_runs_first_with_the_same_settings(stack: str, get: Get) -> None:
-    job, deployment = get("Job"), get("Deployment", "api")
+    job, deployment = get("Job", "api-migrate"), get("Deployment", "api")
     migrate = container(job)
     assert migrate["command"] == ["python", "-m", "service", "migrate"]
     assert pod_spec(job)["restartPolicy"] == "Never"
@@ -255,7 +255,7 @@ def test_network_policies_admit_only_the_expected_peers(
     for policy in stores:
         peers, _ = _ingress_rule(policy)
         assert peers == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "blueprint"}}}]
-    # ...and the only pods with that label are the API and its migration Job.
+    # ...and the only pods with that label are the API and its Jobs (migrate, load-test unseed).
     clients = {
         o["kind"]
         for o in objs

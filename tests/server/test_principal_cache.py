@@ -28,7 +28,7 @@ LATE_PROBES = 16
 
 @pytest.fixture
 async def seeded_server(tmp_path: Path) -> AsyncIterator[tuple[Server, str, str]]:
-    """(server, database url, the seeded admin's exempt API key) on a database of its own."""
+    """(server, database url, the seeded admin's API key) on a database of its own."""
     name, url = await create_database("cache")
     try:
         api_key = seed_loadtest(url, 1, password=PASSWORD)
@@ -37,6 +37,8 @@ async def seeded_server(tmp_path: Path) -> AsyncIterator[tuple[Server, str, str]
             "REDIS_URL": REDIS_URL,
             "APP_NAME": f"cache-{uuid.uuid4().hex[:8]}",
             "RATE_LIMIT_USER": "100000/minute",
+            # The seeded key is on the default tier: room for every probe.
+            "RATE_LIMIT_API_KEY_DEFAULT": "100000/minute",
             "RATE_LIMIT_LOGIN": "1000/minute",
             "AUTH_CACHE_TTL_SECONDS": str(TTL),
         }

@@ -26,7 +26,7 @@ PASSWORD = "load-test-password"
 
 @pytest.fixture(scope="module")
 async def seeded_database() -> AsyncIterator[tuple[str, str]]:
-    """A migrated database with one seeded user; (url, exempt API key)."""
+    """A migrated database with one seeded user; (url, the seeded admin API key)."""
     name, url = await create_database("server")
     api_key = seed_loadtest(url, 1, password=PASSWORD)
     try:

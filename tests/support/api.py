@@ -27,7 +27,8 @@ def seed_loadtest(
     database_url: str, users: int, *, env: dict[str, str] | None = None, password: str = PASSWORD
 ) -> str:
     """`python -m service seed-loadtest`: loadtest-<i>@example.com (role user) and
-    loadtest-admin@example.com, all with `password`; returns the new exempt admin API key.
+    loadtest-admin@example.com, all with `password`; returns the new admin API key (on the
+    default tier, RATE_LIMIT_API_KEY_DEFAULT).
     `env` carries, e.g., the Argon2 parameters the stored hashes are made with."""
     result = subprocess.run(
         [sys.executable, "-m", "service", "seed-loadtest", "--users", str(users)],
