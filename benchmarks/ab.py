@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     opts = p.parse_args(argv)
     opts.out.mkdir(parents=True, exist_ok=True)
 
-    print("| round | variant | req/s | server CPU ms/req |")
-    print("|---:|---|---:|---:|")
+    print("| round | variant | req/s | server CPU ms/req | p50 ms | p99 ms |")
+    print("|---:|---|---:|---:|---:|---:|")
     with seeded_database("ab") as (database_url, password):
         base = server_env(database_url)
         token: str | None = None
@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> None:
                 finally:
                     server.stop()
                 ms = 1000 * cpu / figures["requests"]
-                print(f"| {round_} | {label} | {figures['rps']:.0f} | {ms:.2f} |", flush=True)
+                print(
+                    f"| {round_} | {label} | {figures['rps']:.0f} | {ms:.2f} "
+                    f"| {figures['p50_ms']:.2f} | {figures['p99_ms']:.2f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

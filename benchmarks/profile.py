@@ -1,4 +1,5 @@
-"""`python -m benchmarks.profile --py-spy PATH`: where a worker's time goes on `/users/me`.
+"""`python -m benchmarks.profile --py-spy PATH`: where a worker's time goes on `/users/me`
+(or `--route /health/live`; `--app benchmarks.floor_app:app` profiles the floor instead).
 
 Starts the full stack as benchmarks.run does (limiter on Redis, metrics, JSON access log,
 pinned to CPU 0), warms it up, then records one worker with py-spy (on-CPU samples only: a
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+from typing import Any
 from pathlib import Path
 
 from benchmarks.run import ME, login, result, seeded_database, server_env, start, worker_pids, wrk
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration", type=int, default=15, help="seconds recorded (%(default)s)")
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--name", default="full_on")
+    p.add_argument("--route", default=ME, help="the path wrk loads (%(default)s)")
+    p.add_argument("--app", default=None, help="another app in the same command (the floor)")
     p.add_argument("--set", action="append", default=[], metavar="VAR=VALUE")
     p.add_argument("--out", type=Path, default=Path("build/benchmarks"))
     opts = p.parse_args(argv)
@@ -74,17 +78,19 @@ def main(argv: list[str] | None = None) -> None:
     target = opts.out / f"profile-{opts.name}.txt"
     with seeded_database("profile") as (database_url, password):
         env = server_env(database_url) | dict(s.split("=", 1) for s in opts.set)
-        server = start(None, env, opts.out)
+        server = start(opts.app, env, opts.out)
         try:
-            token = login(server.base_url, password)
-            load = {"duration": 10, "connections": opts.connections, "token": token}
-            result(wrk(server.base_url + ME, **load), 90)  # warm-up
+            # Only /users/me needs a token (from the service: the floor has no login route).
+            load: dict[str, Any] = {"duration": 10, "connections": opts.connections}
+            if opts.route == ME:
+                load["token"] = login(server.base_url, password)
+            result(wrk(server.base_url + opts.route, **load), 90)  # warm-up
             worker = worker_pids(server.process.pid)[0]
             spy = [opts.py_spy, "record", "--pid", str(worker), "--duration", str(opts.duration)]
             spy += ["--rate", "250", "--nonblocking", "--format", "raw", "--output", str(target)]
             recorder = subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             load["duration"] = opts.duration + 2
-            figures = result(wrk(server.base_url + ME, **load), opts.duration + 90)
+            figures = result(wrk(server.base_url + opts.route, **load), opts.duration + 90)
             recorder.wait(60)
         finally:
             server.stop()

@@ -9,7 +9,6 @@ deactivation or a key revocation can go unseen by any worker of any pod.
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -117,15 +116,16 @@ async def _from_idp_token(
     return Principal(user=_account(_active(user), role), role=role), float(claims["exp"])
 
 
-async def _from_api_key(key: str, sessions: Sessions) -> Principal:
+async def _from_api_key(key: str, sessions: Sessions) -> tuple[Principal, None]:
     verified = await verify_key(sessions, key)
-    return Principal(
+    principal = Principal(
         user=_account(verified.account, verified.role),
         role=verified.role,
         api_key_id=verified.key_id,
         rate_limit=verified.tier_limit,
         exempt=verified.exempt,
     )
+    return principal, None
 
 
 async def authenticate(request: Request, *, bearer: str | None, api_key: str | None) -> Principal:
@@ -133,19 +133,13 @@ async def authenticate(request: Request, *, bearer: str | None, api_key: str | N
     Lookups run in short sessions of their own (see the module docstring)."""
     cache: PrincipalCache = request.app.state.principal_cache
     if api_key:
-        cache_key = credential_key("key", api_key)
-        if (hit := cache.get(cache_key)) is not None:
-            return hit
-        principal = await _from_api_key(api_key, sessions_of(request))
-        cache.put(cache_key, principal)
-        return principal
+        return await cache.get_or_load(
+            credential_key("key", api_key), lambda: _from_api_key(api_key, sessions_of(request))
+        )
     if bearer:
-        cache_key = credential_key("bearer", bearer)
-        if (hit := cache.get(cache_key)) is not None:
-            return hit
-        principal, expires_at = await _from_bearer(request, bearer)
-        cache.put(cache_key, principal, max_age=expires_at - time.time())
-        return principal
+        return await cache.get_or_load(
+            credential_key("bearer", bearer), lambda: _from_bearer(request, bearer)
+        )
     raise MISSING_CREDENTIALS
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -66,3 +67,48 @@ def test_the_ttl_cannot_exceed_one_second() -> None:
 
     with pytest.raises(ValidationError, match="auth_cache_ttl_seconds"):
         Settings(auth_cache_ttl_seconds=2)
+
+
+async def test_requests_in_flight_with_one_credential_share_one_lookup(
+    make_app: Callable[..., FastAPI], create_user: CreateUser
+) -> None:
+    """An entry expiring under load must not send every request in flight to the database at
+    once (they would queue for the pool, and that queue is the tail latency)."""
+    app = make_app(auth_cache_ttl_seconds=1.0)
+    user = await create_user()
+    assert user.email
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    async with client_for(app) as client:
+        headers = await login(client, user.email)
+        event.listen(app.state.engine.sync_engine, "before_cursor_execute", count)
+        responses = await asyncio.gather(
+            *(client.get("/api/v1/users/me", headers=headers) for _ in range(12))
+        )
+    assert [r.status_code for r in responses] == [200] * 12
+    assert len(statements) == 1  # one read of the row for all twelve
+
+
+async def test_a_failed_shared_lookup_fails_every_caller_and_is_not_kept() -> None:
+    cache: TtlCache[str] = TtlCache(ttl=1.0, max_entries=10)
+    calls = 0
+
+    async def failing() -> tuple[str, float | None]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        raise LookupError("no such key")
+
+    results = await asyncio.gather(
+        *(cache.get_or_load(b"k", failing) for _ in range(5)), return_exceptions=True
+    )
+    assert calls == 1
+    assert all(isinstance(r, LookupError) for r in results)
+
+    async def working() -> tuple[str, float | None]:
+        return "v", None
+
+    assert await cache.get_or_load(b"k", working) == "v"  # the failure was not cached

@@ -149,9 +149,7 @@ async def test_one_script_call_charges_a_batch_of_requests_in_order(
                     model.update(zip(request, stored, strict=True))
             requests = [(request, _args(*(windows[k] for k in request))) for request in batch]
             assert await script_limiter.run_batch(requests, now) == expected
-            assert [int(v) if v else None for v in await redis.mget(keys)] == list(
-                model.values()
-            )
+            assert [int(v) if v else None for v in await redis.mget(keys)] == list(model.values())
         await redis.delete(*keys)
     finally:
         await script_limiter.aclose()
