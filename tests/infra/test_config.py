@@ -198,6 +198,8 @@ def test_loadtest_seed_users_and_login_limit_defaults() -> None:
 # --- the in-cluster load test ------------------------------------------------------------------
 
 ONE_POD = {"minReplicas": "1", "maxReplicas": "1"}
+# End to end at a rate the service's default limits carry from one address (40/s over 1.5).
+END_TO_END = {"loadtestEnabled": "true", "loadtestTarget": "ingress", "loadtestArrivalRate": "20"}
 
 
 def test_loadtest_defaults() -> None:
@@ -246,14 +248,12 @@ def test_a_production_stack_refuses_a_load_test_without_the_flag() -> None:
         parse_with("prod", loadtestEnabled="true", loadtestTarget="ingress")
     with pytest.raises(ConfigError, match="set blueprint:loadtestAllowProduction: true"):
         parse_with("prod", loadtestEnabled="true", loadtestTarget="ingress")
-    allowed = parse_with(
-        "prod", loadtestEnabled="true", loadtestTarget="ingress", loadtestAllowProduction="true"
-    ).loadtest
+    allowed = parse_with("prod", loadtestAllowProduction="true", **END_TO_END).loadtest
     assert (allowed.enabled, allowed.allow_production) == (True, True)
     # Off, the flag changes nothing; on a stack that is not production, it is not needed.
     assert not parse_with("prod").loadtest.enabled
     for stack in ("dev", "staging"):
-        assert parse_with(stack, loadtestEnabled="true", loadtestTarget="ingress").loadtest.enabled
+        assert parse_with(stack, **END_TO_END).loadtest.enabled
 
 
 def test_the_production_flag_is_a_boolean() -> None:
@@ -288,7 +288,7 @@ def test_end_to_end_requires_an_ingress_host() -> None:
     # A LoadBalancer with a host is still no Ingress.
     with pytest.raises(ConfigError, match="blueprint:exposure is loadbalancer"):
         parse_with("dev", loadtestEnabled="true", loadtestTarget="ingress", exposure="loadbalancer")
-    ingress = parse_with("dev", loadtestEnabled="true", loadtestTarget="ingress").loadtest
+    ingress = parse_with("dev", **END_TO_END).loadtest
     assert ingress.target == "ingress"
 
 
