@@ -396,6 +396,31 @@ def test_end_to_end_over_tls_uses_https(locustfile: str) -> None:
     assert flags["--host"] == "https://dev.blueprint.example.com"
 
 
+# --- the service's own limits -----------------------------------------------------------------
+
+
+def test_a_run_above_the_default_limits_is_refused_in_a_mocked_run(locustfile: str) -> None:
+    # 240 req/s over 3 pods: 80/s per worker address (40/s allowed), 7.6/s per account (10/s).
+    fast = {**OVERRIDES, "loadtestArrivalRate": "240", "loadtestLocustfile": locustfile}
+    with pytest.raises(ConfigError, match=r"blueprint:rateLimitClient is '2400/minute'"):
+        harness.run("dev", fast)
+
+
+def test_raised_limits_reach_the_app_deployment(locustfile: str) -> None:
+    raised = {"rateLimitClient": "7200/minute", "rateLimitUser": "1200/minute"}
+    objs = objects(
+        "dev", **{**OVERRIDES, "loadtestArrivalRate": "240"}, loadtestLocustfile=locustfile, **raised
+    )
+    settings = find(objs, "ConfigMap", "api-settings")
+    assert settings["data"]["RATE_LIMIT_CLIENT"] == "7200/minute"
+    assert settings["data"]["RATE_LIMIT_USER"] == "1200/minute"
+    assert "RATE_LIMIT_API_KEY_DEFAULT" not in settings["data"]  # 12/s fits the default 20/s
+    api = container(find(objs, "Deployment", "api"))
+    assert {"configMapRef": {"name": settings["metadata"]["name"]}} in api["envFrom"]
+    flags = dict(itertools.pairwise(container(find(objs, "Job", "locust-master"))["args"]))
+    assert flags["--users"] == "3"
+
+
 # --- switched off: the seeded credentials are revoked ----------------------------------------
 
 
