@@ -119,19 +119,6 @@ def test_the_service_reads_the_secret_files_the_pods_mount(
     assert settings.database_url.get_secret_value().endswith("@db.example.internal:5432/blueprint")
 
 
-def test_a_login_limit_from_the_stack_reaches_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
-    values = settings_of(objects("dev", rateLimitLogin="600/minute;10000/hour"))
-    assert set(values) - KNOWN == set()
-    for name in KNOWN:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    settings = Settings()
-    assert settings.rate_limit_login == "600/minute;10000/hour"
-    assert len(parse_many(settings.rate_limit_login)) == 2
-    assert "RATE_LIMIT_LOGIN" not in settings_of(objects("dev"))  # unset: the service's default
-
-
 def test_infra_checks_rate_limits_with_the_services_pattern() -> None:
     assert config.LIMIT_PATTERN == key_schemas.LIMIT_PATTERN
 
@@ -160,10 +147,9 @@ def test_infra_reads_a_limits_rate_as_the_service_does(limit: str) -> None:
     assert config.per_second(limit) == pytest.approx(tightest)
 
 
-def test_the_load_test_limits_from_the_stack_reach_the_service(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_rate_limits_from_the_stack_reach_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
     given = {
+        "rateLimitLogin": "600/minute;10000/hour",
         "rateLimitClient": "9000/minute",
         "rateLimitUser": "1800/minute;100000/hour",
         "rateLimitApiKeyDefault": "50 per second",
@@ -175,11 +161,14 @@ def test_the_load_test_limits_from_the_stack_reach_the_service(
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     settings = Settings()
+    assert settings.rate_limit_login == "600/minute;10000/hour"
+    assert len(parse_many(settings.rate_limit_login)) == 2
     assert settings.rate_limit_client == "9000/minute"
     assert settings.rate_limit_user == "1800/minute;100000/hour"
     assert settings.rate_limit_api_key_default == "50 per second"
     # Unset: the service's defaults.
-    assert not set(LIMIT_VARIABLES.values()) & set(settings_of(objects("dev")))
+    unset = {"RATE_LIMIT_LOGIN", *LIMIT_VARIABLES.values()}
+    assert not unset & set(settings_of(objects("dev")))
 
 
 def test_the_generated_api_key_has_the_services_format() -> None:
