@@ -36,6 +36,12 @@ def parse_with(stack: str, secrets: Mapping[str, str] | None = None, **changes: 
     return parse(stack, plain(stack, **changes), given)
 
 
+def parse_changed(stack: str, *changes: Mapping[str, str]) -> StackConfig:
+    """`parse_with` for changes gathered in mappings (the later win)."""
+    merged = {name: value for change in changes for name, value in change.items()}
+    return parse(stack, plain(stack, **merged), harness.PLACEHOLDER_SECRETS)
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_stack_files_use_known_keys_and_hold_no_secret(stack: str) -> None:
     config = yaml.safe_load((harness.REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
@@ -250,7 +256,7 @@ END_TO_END = {"loadtestEnabled": "true", "loadtestTarget": "ingress", "loadtestA
 
 def per_pod(**changes: str) -> StackConfig:
     """dev with the load test on, per pod (one replica), and `changes`."""
-    return parse_with("dev", loadtestEnabled="true", **ONE_POD, **changes)
+    return parse_changed("dev", {"loadtestEnabled": "true"}, ONE_POD, changes)
 
 
 def test_the_default_load_test_fits_the_services_default_limits() -> None:
@@ -316,10 +322,9 @@ def test_end_to_end_counts_the_whole_rate_as_one_address() -> None:
     # see every worker from one node or load-balancer address: more workers do not spread it.
     assert per_pod(loadtestArrivalRate="30", loadtestWorkers="4").loadtest.enabled
     with pytest.raises(ConfigError, match="the one address the ingress controller may see"):
-        parse_with("dev", **{**END_TO_END, "loadtestArrivalRate": "30"}, loadtestWorkers="4")
-    assert parse_with(
-        "dev", **{**END_TO_END, "loadtestArrivalRate": "30"}, rateLimitClient="2700/minute"
-    ).loadtest.enabled
+        parse_changed("dev", END_TO_END, {"loadtestArrivalRate": "30", "loadtestWorkers": "4"})
+    raised = {"loadtestArrivalRate": "30", "rateLimitClient": "2700/minute"}
+    assert parse_changed("dev", END_TO_END, raised).loadtest.enabled
 
 
 def test_each_worker_needs_an_account_of_its_own() -> None:
@@ -382,12 +387,12 @@ def test_a_production_stack_refuses_a_load_test_without_the_flag() -> None:
         parse_with("prod", loadtestEnabled="true", loadtestTarget="ingress")
     with pytest.raises(ConfigError, match="set blueprint:loadtestAllowProduction: true"):
         parse_with("prod", loadtestEnabled="true", loadtestTarget="ingress")
-    allowed = parse_with("prod", loadtestAllowProduction="true", **END_TO_END).loadtest
+    allowed = parse_changed("prod", END_TO_END, {"loadtestAllowProduction": "true"}).loadtest
     assert (allowed.enabled, allowed.allow_production) == (True, True)
     # Off, the flag changes nothing; on a stack that is not production, it is not needed.
     assert not parse_with("prod").loadtest.enabled
     for stack in ("dev", "staging"):
-        assert parse_with(stack, **END_TO_END).loadtest.enabled
+        assert parse_changed(stack, END_TO_END).loadtest.enabled
 
 
 def test_the_production_flag_is_a_boolean() -> None:
@@ -422,7 +427,7 @@ def test_end_to_end_requires_an_ingress_host() -> None:
     # A LoadBalancer with a host is still no Ingress.
     with pytest.raises(ConfigError, match="blueprint:exposure is loadbalancer"):
         parse_with("dev", loadtestEnabled="true", loadtestTarget="ingress", exposure="loadbalancer")
-    ingress = parse_with("dev", **END_TO_END).loadtest
+    ingress = parse_changed("dev", END_TO_END).loadtest
     assert ingress.target == "ingress"
 
 

@@ -408,9 +408,8 @@ def test_a_run_above_the_default_limits_is_refused_in_a_mocked_run(locustfile: s
 
 def test_raised_limits_reach_the_app_deployment(locustfile: str) -> None:
     raised = {"rateLimitClient": "7200/minute", "rateLimitUser": "1200/minute"}
-    objs = objects(
-        "dev", **{**OVERRIDES, "loadtestArrivalRate": "240"}, loadtestLocustfile=locustfile, **raised
-    )
+    fast = {**OVERRIDES, "loadtestArrivalRate": "240", "loadtestLocustfile": locustfile}
+    objs = objects("dev", **fast, **raised)
     settings = find(objs, "ConfigMap", "api-settings")
     assert settings["data"]["RATE_LIMIT_CLIENT"] == "7200/minute"
     assert settings["data"]["RATE_LIMIT_USER"] == "1200/minute"
