@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import pulumi
 
+from loadtests.sizing.mix import API_KEY_OPERATIONS, DEFAULT_FRACTIONS
+
 PROJECT = "blueprint"
 APP_ENVS = ("development", "staging", "production")
 LOADTEST_TARGETS = ("pod", "ingress")
@@ -137,6 +139,16 @@ class AppConfig:
     # Where the app pods may open connections besides DNS and the in-cluster stores: the
     # managed databases, the IdP's JWKS host. Cloud metadata addresses are always excluded.
     egress_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    # The service's other budgets (RATE_LIMIT_CLIENT, RATE_LIMIT_USER, RATE_LIMIT_API_KEY_DEFAULT);
+    # None: the service's default (SERVICE_RATE_LIMITS).
+    rate_limit_client: str | None = None
+    rate_limit_user: str | None = None
+    rate_limit_api_key_default: str | None = None
+
+    def rate_limit(self, name: str) -> str:
+        """The limit the service applies for stack key `name`: the stack's or its default."""
+        value: str | None = getattr(self, _RATE_LIMIT_FIELDS[name])
+        return value or SERVICE_RATE_LIMITS[name]
 
     @property
     def memory_mi(self) -> int:
@@ -205,6 +217,9 @@ PLAIN_KEYS = (
     "trustedProxies",
     "corsOrigins",
     "rateLimitLogin",
+    "rateLimitClient",
+    "rateLimitUser",
+    "rateLimitApiKeyDefault",
     "firstAdminEmail",
     "monitoringNamespace",
     "egressCidrs",
@@ -258,6 +273,31 @@ _QUANTITY = re.compile(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti)?$")
 _LIMIT_UNIT = r"(second|minute|hour|day|month|year)s?"
 _ONE_LIMIT = rf"\s*[1-9][0-9]{{0,8}}\s*(/|per)\s*([1-9][0-9]{{0,5}}\s*)?{_LIMIT_UNIT}\s*"
 LIMIT_PATTERN = rf"^{_ONE_LIMIT}([;,|]{_ONE_LIMIT})*$"
+# The `limits` library's granularities in seconds (a month is 30 days, a year 12 months).
+_UNIT_SECONDS = {
+    "second": 1,
+    "minute": 60,
+    "hour": 3600,
+    "day": 86_400,
+    "month": 30 * 86_400,
+    "year": 12 * 30 * 86_400,
+}
+# The service's defaults for the budgets a load test spends (service/settings.py), copied since
+# infra never imports the service; tests/infra/test_contract.py keeps them equal.
+SERVICE_RATE_LIMITS = {
+    "rateLimitClient": "2400/minute",  # RATE_LIMIT_CLIENT: per client address (IPv6: per /64)
+    "rateLimitUser": "600/minute",  # RATE_LIMIT_USER: per user (each seeded account)
+    "rateLimitApiKeyDefault": "1200/minute",  # RATE_LIMIT_API_KEY_DEFAULT: the seeded key's tier
+}
+_RATE_LIMIT_FIELDS = {
+    "rateLimitClient": "rate_limit_client",
+    "rateLimitUser": "rate_limit_user",
+    "rateLimitApiKeyDefault": "rate_limit_api_key_default",
+}
+# A load test is refused unless each budget it spends allows this multiple of the sustained rate
+# it sends that budget: room for the Poisson schedule's bursts, a scheduler catching up after a
+# pause, the logins and probes the mix leaves out, and a realised mix a little off the intended.
+LOADTEST_HEADROOM = 1.5
 
 
 def key(name: str) -> str:
@@ -399,6 +439,106 @@ def _mebibytes(quantity: str) -> int:
     return int(float(quantity.rstrip("m")) / (1024 * 1024))
 
 
+def per_second(limit: str) -> float:
+    """The sustained rate a limit in the `limits` notation allows, in requests per second.
+
+    The service runs every window of a limit as its own GCRA (service/ratelimit/gcra.py): each
+    allows a burst of its amount, then amount / window seconds. Held long enough, the tightest of
+    those rates is what passes, so it decides ("600/minute;10000/hour" sustains 2.78/s, not 10/s).
+    A run shorter than a long window may get more through on that window's burst; a capacity
+    measurement must not count on it.
+    """
+    if not re.fullmatch(LIMIT_PATTERN, limit):
+        raise ValueError(f"{limit!r} is not a rate limit such as '100/minute'")
+    rates = []
+    for part in re.split(r"[;,|]", limit):
+        found = re.fullmatch(rf"\s*(\d+)\s*(?:/|per)\s*(?:(\d+)\s*)?{_LIMIT_UNIT}\s*", part)
+        assert found is not None  # the pattern above matched
+        amount, multiple, unit = found.groups()
+        rates.append(int(amount) / (int(multiple or 1) * _UNIT_SECONDS[unit]))
+    return min(rates)
+
+
+def loadtest_rates(loadtest: LoadtestConfig) -> dict[str, tuple[float, str]]:
+    """Per budget (its stack key): the sustained requests per second the load test sends it, and
+    who that is.
+
+    The mix is the locustfile's default (loadtests/sizing/mix.py; the program sets no
+    LOADTEST_MIX). The API-key operations spend the one seeded key's budget; every other request
+    an account's, and scheduler i of S uses only the accounts j with j % S == i, picked at random,
+    so the smallest share (loadtestSeedUsers // loadtestWorkers accounts) is the busiest.
+
+    Client addresses: the service counts the socket's peer, or, from a TRUSTED_PROXIES peer, the
+    right-most X-Forwarded-For hop outside those networks (the left-most when all are inside).
+    With `pod` the workers reach the app pod through its Service, which keeps their source
+    addresses: one address per worker pod, each with its share of the rate. With `ingress`
+    trustedProxies (required, the controller's network) makes the app believe the controller's
+    X-Forwarded-For, which holds the address the controller saw the worker from: the worker pod's
+    only when the traffic to the public host stays in the cluster; through a load balancer or a
+    node port it is a node's or the balancer's, shared by every worker. So `ingress` counts the
+    whole rate as one address (the worst case, and the case where trustedProxies misses the
+    controller too).
+    """
+    total = sum(DEFAULT_FRACTIONS.values())
+    key_share = sum(DEFAULT_FRACTIONS.get(op, 0.0) for op in API_KEY_OPERATIONS) / total
+    rate, workers = loadtest.arrival_rate, loadtest.workers
+    accounts = loadtest.seed_users // workers
+    if loadtest.target == "pod":
+        address = (
+            rate / workers,
+            f"each Locust worker pod's address ({rate:g} / {workers}; or more "
+            f"{key('loadtestWorkers')})",
+        )
+    else:
+        address = (
+            rate,
+            "the one address the ingress controller may see every worker from (all of it, "
+            "whatever the worker count)",
+        )
+    return {
+        "rateLimitClient": address,
+        "rateLimitUser": (
+            rate / workers * (1 - key_share) / accounts,
+            f"each seeded account ({1 - key_share:.0%} of {rate:g} / {workers} workers over "
+            f"{accounts} accounts; or more {key('loadtestSeedUsers')})",
+        ),
+        "rateLimitApiKeyDefault": (rate * key_share, f"the seeded API key ({key_share:.0%})"),
+    }
+
+
+def _per_minute(rate: float) -> int:
+    """A rate per second as whole requests a minute, rounded up (past float noise: 1800.0000001
+    is 1800)."""
+    return math.ceil(round(rate * 60, 6))
+
+
+def check_loadtest_limits(app: AppConfig, loadtest: LoadtestConfig) -> None:
+    """Refuse a load test the service's own rate limits would stop: each budget it spends must
+    allow LOADTEST_HEADROOM x the sustained rate the run sends it (else 429s fail the run, and
+    the capacity measured is the limit's)."""
+    if loadtest.seed_users < loadtest.workers:
+        raise ConfigError(
+            f"{key('loadtestSeedUsers')}: {loadtest.seed_users} accounts for "
+            f"{loadtest.workers} {key('loadtestWorkers')}: each worker needs one of its own"
+        )
+    short = []
+    for name, (expected, who) in loadtest_rates(loadtest).items():
+        limit = app.rate_limit(name)
+        needed = LOADTEST_HEADROOM * expected
+        if per_second(limit) < needed * (1 - 1e-9):  # float noise is no shortfall
+            short.append(
+                f"{key(name)} is {limit!r} ({per_second(limit):.3g}/s) and {who} gets "
+                f"{expected:.3g}/s, so set at least '{_per_minute(needed)}/minute'"
+            )
+    if short:
+        raise ConfigError(
+            f"the load test's {key('loadtestArrivalRate')} {loadtest.arrival_rate:g} req/s would "
+            f"be stopped by the service's rate limits (each must allow {LOADTEST_HEADROOM:g}x "
+            f"the sustained rate it gets): {'; '.join(short)}. Raise them for the run and unset "
+            f"them after, or lower {key('loadtestArrivalRate')}."
+        )
+
+
 def check_connection_budget(app: AppConfig, max_connections: int) -> None:
     """Refuse a worst case that opens more Postgres connections than the server allows.
 
@@ -454,6 +594,9 @@ def _app(r: _Reader, secrets: Mapping[str, pulumi.Input[str]]) -> AppConfig:
         trusted_proxies=r.items("trustedProxies"),
         cors_origins=r.items("corsOrigins"),
         rate_limit_login=r.limit("rateLimitLogin"),
+        rate_limit_client=r.limit("rateLimitClient"),
+        rate_limit_user=r.limit("rateLimitUser"),
+        rate_limit_api_key_default=r.limit("rateLimitApiKeyDefault"),
         first_admin_email=r.opt("firstAdminEmail"),
         first_admin_password=secrets.get("firstAdminPassword"),
         jwt_secret=secrets.get("jwtSecret"),
@@ -524,6 +667,7 @@ def _loadtest(r: _Reader, app: AppConfig, exposure: ExposureConfig) -> LoadtestC
             f"ingress aims at the public host through the Ingress, and this stack has none "
             f"({key('exposure')} is {exposure.kind}); use {key('loadtestTarget')}: pod",
         )
+    check_loadtest_limits(app, loadtest)
     return loadtest
 
 

@@ -83,8 +83,13 @@ def settings_env(app: AppConfig, exposure: ExposureConfig) -> dict[str, str]:
         env["JWT_ISSUER"] = f"{'https' if exposure.tls else 'http'}://{exposure.host}"
     if app.cors_origins:
         env["CORS_ORIGINS"] = ",".join(app.cors_origins)
-    if app.rate_limit_login:
-        env["RATE_LIMIT_LOGIN"] = app.rate_limit_login
+    limits = {
+        "RATE_LIMIT_LOGIN": app.rate_limit_login,
+        "RATE_LIMIT_CLIENT": app.rate_limit_client,
+        "RATE_LIMIT_USER": app.rate_limit_user,
+        "RATE_LIMIT_API_KEY_DEFAULT": app.rate_limit_api_key_default,
+    }
+    env.update({name: value for name, value in limits.items() if value})  # unset: the default
     if app.first_admin_email:
         env["FIRST_ADMIN_EMAIL"] = app.first_admin_email
     return env

@@ -32,6 +32,11 @@ DEFAULT_FRACTIONS: dict[str, float] = {
     "update_item": 0.10,
     "delete_item": 0.10,
 }
+# Operations the locustfile sends with the seeded API key (X-API-Key) instead of an account's
+# token: the key's tier pays for them, the accounts' per-user budgets for the rest. infra/config.py
+# reads both from here to check a load test against the service's limits; tests/loadtests/
+# test_mix.py keeps this set equal to the locustfile's journeys.
+API_KEY_OPERATIONS: frozenset[str] = frozenset({"list_users_api_key"})
 MIX_TOLERANCE = 0.02  # realised fraction within 2 points of the intended one
 PROBE_PERIOD_S = 10.0  # the kubelet's default periodSeconds, for each of liveness and readiness
 

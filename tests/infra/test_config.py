@@ -13,10 +13,13 @@ from infra import harness
 from infra.config import (
     KEYS,
     SECRET_KEYS,
+    SERVICE_RATE_LIMITS,
     ConfigError,
     StackConfig,
     check_connection_budget,
+    loadtest_rates,
     parse,
+    per_second,
 )
 
 from .conftest import STACKS
@@ -31,6 +34,12 @@ def plain(stack: str, **changes: str) -> dict[str, str]:
 def parse_with(stack: str, secrets: Mapping[str, str] | None = None, **changes: str) -> StackConfig:
     given = dict(harness.PLACEHOLDER_SECRETS) if secrets is None else secrets
     return parse(stack, plain(stack, **changes), given)
+
+
+def parse_changed(stack: str, *changes: Mapping[str, str]) -> StackConfig:
+    """`parse_with` for changes gathered in mappings (the later win)."""
+    merged = {name: value for change in changes for name, value in change.items()}
+    return parse(stack, plain(stack, **merged), harness.PLACEHOLDER_SECRETS)
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -116,6 +125,9 @@ def test_each_stack_parses_to_its_environment() -> None:
         ({"rateLimitLogin": "lots"}, "blueprint:rateLimitLogin: 'lots' is not a rate limit"),
         ({"rateLimitLogin": "5/fortnight"}, "blueprint:rateLimitLogin: '5/fortnight' is not"),
         ({"rateLimitLogin": "0/minute"}, "blueprint:rateLimitLogin: '0/minute' is not"),
+        ({"rateLimitClient": "lots"}, "blueprint:rateLimitClient: 'lots' is not a rate limit"),
+        ({"rateLimitUser": "5/fortnight"}, "blueprint:rateLimitUser: '5/fortnight' is not"),
+        ({"rateLimitApiKeyDefault": "0/minute"}, "blueprint:rateLimitApiKeyDefault: '0/minute'"),
     ],
 )
 def test_a_bad_value_names_its_key(changes: dict[str, str], message: str) -> None:
@@ -195,9 +207,138 @@ def test_loadtest_seed_users_and_login_limit_defaults() -> None:
     )
 
 
+def test_the_other_rate_limits_default_to_the_services() -> None:
+    app = parse_with("dev").app
+    assert (app.rate_limit_client, app.rate_limit_user, app.rate_limit_api_key_default) == (
+        None,
+        None,
+        None,
+    )
+    assert app.rate_limit("rateLimitClient") == SERVICE_RATE_LIMITS["rateLimitClient"]
+    changed = parse_with(
+        "dev",
+        rateLimitClient="6000/minute",
+        rateLimitUser="1200/minute;50000/hour",
+        rateLimitApiKeyDefault="100 per second",
+    ).app
+    assert changed.rate_limit_client == changed.rate_limit("rateLimitClient") == "6000/minute"
+    assert changed.rate_limit_user == "1200/minute;50000/hour"
+    assert changed.rate_limit("rateLimitApiKeyDefault") == "100 per second"
+
+
+@pytest.mark.parametrize(
+    ("limit", "rate"),
+    [
+        ("2400/minute", 40.0),
+        ("5 per second", 5.0),
+        ("90/3 minutes", 0.5),
+        ("7200/hours", 2.0),
+        # Every window is its own GCRA: held long enough, the tightest rate is what passes.
+        ("600/minute;3600/hour", 1.0),
+        (" 10 / second , 600000 per day | 1/second", 1.0),
+    ],
+)
+def test_a_limit_is_its_tightest_windows_rate(limit: str, rate: float) -> None:
+    assert per_second(limit) == pytest.approx(rate)
+
+
+def test_per_second_refuses_what_is_not_a_limit() -> None:
+    with pytest.raises(ValueError, match="not a rate limit"):
+        per_second("5/fortnight")
+
+
 # --- the in-cluster load test ------------------------------------------------------------------
 
 ONE_POD = {"minReplicas": "1", "maxReplicas": "1"}
+# End to end at a rate the service's default limits carry from one address (40/s over 1.5).
+END_TO_END = {"loadtestEnabled": "true", "loadtestTarget": "ingress", "loadtestArrivalRate": "20"}
+
+
+def per_pod(**changes: str) -> StackConfig:
+    """dev with the load test on, per pod (one replica), and `changes`."""
+    return parse_changed("dev", {"loadtestEnabled": "true"}, ONE_POD, changes)
+
+
+def test_the_default_load_test_fits_the_services_default_limits() -> None:
+    # 50 req/s over 2 workers: 25/s per pod address (40/s allowed), 1.19/s per account of 20
+    # (10/s), 2.5/s on the key (20/s).
+    rates = {name: rate for name, (rate, _) in loadtest_rates(per_pod().loadtest).items()}
+    assert rates == pytest.approx(
+        {"rateLimitClient": 25.0, "rateLimitUser": 25 * 0.95 / 10, "rateLimitApiKeyDefault": 2.5}
+    )
+
+
+def test_a_load_test_over_the_client_budget_is_refused_naming_the_key() -> None:
+    # 100 req/s over 2 pods: 50/s from each worker's address, over 40/s / 1.5.
+    with pytest.raises(ConfigError) as refused:
+        per_pod(loadtestArrivalRate="100")
+    message = str(refused.value)
+    assert "blueprint:rateLimitClient is '2400/minute' (40/s)" in message
+    assert "pod's address (100 / 2; or more blueprint:loadtestWorkers) gets 50/s" in message
+    assert "so set at least '4500/minute'" in message
+    assert "blueprint:rateLimitUser" not in message  # 4.75/s per account fits 10/s
+    assert "blueprint:rateLimitApiKeyDefault" not in message
+    assert "unset them after" in message
+    # Raised as it says, the same run passes; so does spreading it over more worker pods.
+    assert per_pod(loadtestArrivalRate="100", rateLimitClient="4500/minute").loadtest.enabled
+    assert per_pod(loadtestArrivalRate="100", loadtestWorkers="4").loadtest.enabled
+
+
+def test_every_budget_the_run_would_exceed_is_named_and_raising_them_passes() -> None:
+    high = {"loadtestArrivalRate": "400", "loadtestWorkers": "4"}  # 20 accounts: 5 per worker
+    with pytest.raises(ConfigError) as refused:
+        per_pod(**high)
+    message = str(refused.value)
+    assert message.startswith("the load test's blueprint:loadtestArrivalRate 400 req/s would be")
+    # 100/s per pod address; 100 x 0.95 / 5 = 19/s per account; 5% of 400 = 20/s on the key.
+    assert "blueprint:rateLimitClient is '2400/minute' (40/s)" in message
+    assert "gets 100/s, so set at least '9000/minute'" in message
+    assert "blueprint:rateLimitUser is '600/minute' (10/s)" in message
+    assert "over 5 accounts; or more blueprint:loadtestSeedUsers) gets 19/s" in message
+    assert "so set at least '1710/minute'" in message
+    assert "blueprint:rateLimitApiKeyDefault is '1200/minute' (20/s)" in message
+    assert "the seeded API key (5%) gets 20/s, so set at least '1800/minute'" in message
+    raised = {
+        "rateLimitClient": "9000/minute",
+        "rateLimitUser": "1710/minute",
+        "rateLimitApiKeyDefault": "1800/minute",
+    }
+    assert per_pod(**high, **raised).loadtest.arrival_rate == 400
+    # One budget short again: only it is named.
+    with pytest.raises(ConfigError) as short:
+        per_pod(**high, **{**raised, "rateLimitUser": "1700/minute"})
+    assert "blueprint:rateLimitUser" in str(short.value)
+    assert "blueprint:rateLimitClient" not in str(short.value)
+
+
+def test_a_long_window_is_held_to_its_own_rate() -> None:
+    # 600/minute allows 10/s for a minute, but 1000/hour only 0.28/s beyond it.
+    with pytest.raises(ConfigError, match=r"blueprint:rateLimitUser is '600/minute;1000/hour'"):
+        per_pod(rateLimitUser="600/minute;1000/hour")
+
+
+def test_end_to_end_counts_the_whole_rate_as_one_address() -> None:
+    # The app believes the controller's X-Forwarded-For (trustedProxies), and the controller may
+    # see every worker from one node or load-balancer address: more workers do not spread it.
+    assert per_pod(loadtestArrivalRate="30", loadtestWorkers="4").loadtest.enabled
+    with pytest.raises(ConfigError, match="the one address the ingress controller may see"):
+        parse_changed("dev", END_TO_END, {"loadtestArrivalRate": "30", "loadtestWorkers": "4"})
+    raised = {"loadtestArrivalRate": "30", "rateLimitClient": "2700/minute"}
+    assert parse_changed("dev", END_TO_END, raised).loadtest.enabled
+
+
+def test_each_worker_needs_an_account_of_its_own() -> None:
+    with pytest.raises(ConfigError, match="blueprint:loadtestSeedUsers: 3 accounts for 4 "):
+        per_pod(loadtestSeedUsers="3", loadtestWorkers="4", loadtestArrivalRate="20")
+
+
+def test_the_limits_are_not_checked_with_the_load_test_off() -> None:
+    assert not parse_with("dev", loadtestArrivalRate="5000").loadtest.enabled
+
+
+def test_the_program_refuses_a_load_test_the_limits_would_stop() -> None:
+    with pytest.raises(ConfigError, match="blueprint:rateLimitClient is '2400/minute'"):
+        harness.run("dev", {"loadtestEnabled": "true", "loadtestArrivalRate": "100", **ONE_POD})
 
 
 def test_loadtest_defaults() -> None:
@@ -246,14 +387,12 @@ def test_a_production_stack_refuses_a_load_test_without_the_flag() -> None:
         parse_with("prod", loadtestEnabled="true", loadtestTarget="ingress")
     with pytest.raises(ConfigError, match="set blueprint:loadtestAllowProduction: true"):
         parse_with("prod", loadtestEnabled="true", loadtestTarget="ingress")
-    allowed = parse_with(
-        "prod", loadtestEnabled="true", loadtestTarget="ingress", loadtestAllowProduction="true"
-    ).loadtest
+    allowed = parse_changed("prod", END_TO_END, {"loadtestAllowProduction": "true"}).loadtest
     assert (allowed.enabled, allowed.allow_production) == (True, True)
     # Off, the flag changes nothing; on a stack that is not production, it is not needed.
     assert not parse_with("prod").loadtest.enabled
     for stack in ("dev", "staging"):
-        assert parse_with(stack, loadtestEnabled="true", loadtestTarget="ingress").loadtest.enabled
+        assert parse_changed(stack, END_TO_END).loadtest.enabled
 
 
 def test_the_production_flag_is_a_boolean() -> None:
@@ -288,7 +427,7 @@ def test_end_to_end_requires_an_ingress_host() -> None:
     # A LoadBalancer with a host is still no Ingress.
     with pytest.raises(ConfigError, match="blueprint:exposure is loadbalancer"):
         parse_with("dev", loadtestEnabled="true", loadtestTarget="ingress", exposure="loadbalancer")
-    ingress = parse_with("dev", loadtestEnabled="true", loadtestTarget="ingress").loadtest
+    ingress = parse_changed("dev", END_TO_END).loadtest
     assert ingress.target == "ingress"
 
 

@@ -119,8 +119,42 @@ def test_the_service_reads_the_secret_files_the_pods_mount(
     assert settings.database_url.get_secret_value().endswith("@db.example.internal:5432/blueprint")
 
 
-def test_a_login_limit_from_the_stack_reaches_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
-    values = settings_of(objects("dev", rateLimitLogin="600/minute;10000/hour"))
+def test_infra_checks_rate_limits_with_the_services_pattern() -> None:
+    assert config.LIMIT_PATTERN == key_schemas.LIMIT_PATTERN
+
+
+# The stack keys of the budgets a load test spends, and the service's variables they set.
+LIMIT_VARIABLES = {
+    "rateLimitClient": "RATE_LIMIT_CLIENT",
+    "rateLimitUser": "RATE_LIMIT_USER",
+    "rateLimitApiKeyDefault": "RATE_LIMIT_API_KEY_DEFAULT",
+}
+
+
+def test_infra_knows_the_services_default_limits() -> None:
+    assert set(config.SERVICE_RATE_LIMITS) == set(LIMIT_VARIABLES)
+    for name, variable in LIMIT_VARIABLES.items():
+        assert config.SERVICE_RATE_LIMITS[name] == Settings.model_fields[variable.lower()].default
+
+
+@pytest.mark.parametrize(
+    "limit",
+    ["2400/minute", "5 per second", "90/3 minutes", "600/minute;3600/hour", "1/day|30/month"],
+)
+def test_infra_reads_a_limits_rate_as_the_service_does(limit: str) -> None:
+    # The service's windows (service/ratelimit/gcra.py) are `limits` items: amount per expiry.
+    tightest = min(item.amount / item.get_expiry() for item in parse_many(limit))
+    assert config.per_second(limit) == pytest.approx(tightest)
+
+
+def test_the_rate_limits_from_the_stack_reach_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    given = {
+        "rateLimitLogin": "600/minute;10000/hour",
+        "rateLimitClient": "9000/minute",
+        "rateLimitUser": "1800/minute;100000/hour",
+        "rateLimitApiKeyDefault": "50 per second",
+    }
+    values = settings_of(objects("dev", **given))
     assert set(values) - KNOWN == set()
     for name in KNOWN:
         monkeypatch.delenv(name, raising=False)
@@ -129,11 +163,12 @@ def test_a_login_limit_from_the_stack_reaches_the_service(monkeypatch: pytest.Mo
     settings = Settings()
     assert settings.rate_limit_login == "600/minute;10000/hour"
     assert len(parse_many(settings.rate_limit_login)) == 2
-    assert "RATE_LIMIT_LOGIN" not in settings_of(objects("dev"))  # unset: the service's default
-
-
-def test_infra_checks_rate_limits_with_the_services_pattern() -> None:
-    assert config.LIMIT_PATTERN == key_schemas.LIMIT_PATTERN
+    assert settings.rate_limit_client == "9000/minute"
+    assert settings.rate_limit_user == "1800/minute;100000/hour"
+    assert settings.rate_limit_api_key_default == "50 per second"
+    # Unset: the service's defaults.
+    unset = {"RATE_LIMIT_LOGIN", *LIMIT_VARIABLES.values()}
+    assert not unset & set(settings_of(objects("dev")))
 
 
 def test_the_generated_api_key_has_the_services_format() -> None:

@@ -38,6 +38,9 @@ OVERRIDES = {
     "loadtestSeedUsers": str(SEED_USERS),
     **ONE_POD,
 }
+# End to end, every worker may reach the app from one address (infra.config.loadtest_rates): the
+# client budget must carry the whole rate (40 or 50 req/s) with the headroom.
+ONE_ADDRESS = {"rateLimitClient": "4800/minute"}
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +326,7 @@ def test_the_component_leaves_the_production_check_to_config() -> None:
 
 
 def test_a_production_stack_needs_the_flag_in_a_mocked_run_too(locustfile: str) -> None:
-    on_prod = {"loadtestEnabled": "true", "loadtestTarget": "ingress"}
+    on_prod = {"loadtestEnabled": "true", "loadtestTarget": "ingress", **ONE_ADDRESS}
     with pytest.raises(ConfigError, match="blueprint:loadtestAllowProduction: true"):
         harness.run("prod", {**on_prod, "loadtestLocustfile": locustfile})
     objs = objects("prod", loadtestLocustfile=locustfile, loadtestAllowProduction="true", **on_prod)
@@ -360,7 +363,7 @@ def test_per_pod_starts_once_the_service_has_ready_endpoints(recorded: list[Reco
 @pytest.fixture(scope="module")
 def end_to_end(locustfile: str) -> list[Recorded]:
     # dev as it is (1 to 2 replicas, autoscaled), aimed at its public host.
-    overrides = {k: v for k, v in OVERRIDES.items() if k not in ONE_POD}
+    overrides = {k: v for k, v in OVERRIDES.items() if k not in ONE_POD} | ONE_ADDRESS
     return run("dev", loadtestLocustfile=locustfile, loadtestTarget="ingress", **overrides)
 
 
@@ -385,12 +388,36 @@ def test_end_to_end_aims_at_the_public_host_through_the_ingress(
 
 
 def test_end_to_end_over_tls_uses_https(locustfile: str) -> None:
-    overrides = {k: v for k, v in OVERRIDES.items() if k not in ONE_POD}
+    overrides = {k: v for k, v in OVERRIDES.items() if k not in ONE_POD} | ONE_ADDRESS
     objs = objects(
         "dev", loadtestLocustfile=locustfile, loadtestTarget="ingress", tls="true", **overrides
     )
     flags = dict(itertools.pairwise(container(find(objs, "Job", "locust-master"))["args"]))
     assert flags["--host"] == "https://dev.blueprint.example.com"
+
+
+# --- the service's own limits -----------------------------------------------------------------
+
+
+def test_a_run_above_the_default_limits_is_refused_in_a_mocked_run(locustfile: str) -> None:
+    # 240 req/s over 3 pods: 80/s per worker address (40/s allowed), 7.6/s per account (10/s).
+    fast = {**OVERRIDES, "loadtestArrivalRate": "240", "loadtestLocustfile": locustfile}
+    with pytest.raises(ConfigError, match=r"blueprint:rateLimitClient is '2400/minute'"):
+        harness.run("dev", fast)
+
+
+def test_raised_limits_reach_the_app_deployment(locustfile: str) -> None:
+    raised = {"rateLimitClient": "7200/minute", "rateLimitUser": "1200/minute"}
+    fast = {**OVERRIDES, "loadtestArrivalRate": "240", "loadtestLocustfile": locustfile}
+    objs = objects("dev", **fast, **raised)
+    settings = find(objs, "ConfigMap", "api-settings")
+    assert settings["data"]["RATE_LIMIT_CLIENT"] == "7200/minute"
+    assert settings["data"]["RATE_LIMIT_USER"] == "1200/minute"
+    assert "RATE_LIMIT_API_KEY_DEFAULT" not in settings["data"]  # 12/s fits the default 20/s
+    api = container(find(objs, "Deployment", "api"))
+    assert {"configMapRef": {"name": settings["metadata"]["name"]}} in api["envFrom"]
+    flags = dict(itertools.pairwise(container(find(objs, "Job", "locust-master"))["args"]))
+    assert flags["--users"] == "3"
 
 
 # --- switched off: the seeded credentials are revoked ----------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 
 import pytest
@@ -44,6 +45,18 @@ def test_the_locustfile_default_mix_is_the_sizing_default() -> None:
     text = "".join(re.findall(r'"([^"]*)"', found.group(1)))
 
     assert mix.decode(text) == mix.DEFAULT_FRACTIONS
+
+
+def test_the_api_key_operations_are_the_locustfiles() -> None:
+    # infra/config.py charges these to the seeded key's tier and the rest to the accounts.
+    tree = ast.parse(LOCUSTFILE.read_text())
+    (arrivals,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Arrivals"]
+    journeys = {n.name: ast.unparse(n) for n in arrivals.body if isinstance(n, ast.FunctionDef)}
+    operations = set(mix.CLASSES) - {"login"}
+    assert operations <= set(journeys)
+    with_key = {op for op in operations if "X-API-Key" in journeys[op]}
+    assert with_key == mix.API_KEY_OPERATIONS
+    assert set(mix.DEFAULT_FRACTIONS) >= mix.API_KEY_OPERATIONS
 
 
 def test_a_deviation_counts_beyond_two_points_and_beyond_chance() -> None:
