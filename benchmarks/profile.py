@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from benchmarks.run import ME, login, result, seeded_database, server_env, start, worker_pids, wrk
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import secrets
@@ -45,8 +46,14 @@ import httpx
 from benchmarks.report import table, verdicts
 from loadtests.sizing.run import process_table, tree_cpu_seconds
 from tests.support.api import seed_loadtest
-from tests.support.databases import REDIS_URL, create_database, drop_database
-from tests.support.processes import Server, image_command, start_server
+from tests.support.databases import REDIS_URL, ROOT, create_database, drop_database
+from tests.support.processes import (
+    Server,
+    image_command,
+    make_image_venv,
+    start_redis,
+    start_server,
+)
 
 LUA = Path(__file__).with_name("wrk.lua")
 SERVER_CPU, CLIENT_CPU = "0", "1"
@@ -155,13 +162,20 @@ def unpinned(server: Server) -> Iterator[None]:
 # --- servers and clients ---------------------------------------------------------------------
 
 
+@functools.cache
+def image_venv_bin() -> Path:
+    """The image's environment (runtime dependencies only), made once under build/."""
+    return make_image_venv(ROOT / "build" / "image-venv")
+
+
 def start(app: str | None, env: dict[str, str], log_dir: Path) -> Server:
-    """The Dockerfile's CMD under `taskset -c 0`, with `app` in place of the service when given."""
+    """The Dockerfile's CMD under `taskset -c 0`, with `app` in place of the service when given,
+    in the image's environment (what production imports, so its memory too)."""
     command = image_command()
     if app:
         command = [*command[:-1], app]
     pinned = ["taskset", "-c", SERVER_CPU, *command]
-    return start_server(env, log_dir, workers=2, command=pinned)
+    return start_server(env, log_dir, workers=2, command=pinned, venv_bin=image_venv_bin())
 
 
 def login(base_url: str, password: str) -> str:
@@ -375,7 +389,12 @@ def options(argv: list[str] | None) -> argparse.Namespace:
     add("--memory-requests", type=int, default=50_000, help="before the RSS (%(default)s)")
     add("--quiet-load", type=float, default=1.0, help="load average to wait for (%(default)s)")
     add("--max-wait", type=float, default=10, help="longest wait for it, s (%(default)s)")
-    add("--redis-url", default=BENCH_REDIS_URL)
+    add(
+        "--redis-url",
+        default=None,
+        help="an existing Redis (default: a redis-server of the run's own on the client's CPU, "
+        "so the limiter's store never takes the server's CPU, as on a real cluster)",
+    )
     add(
         "--variant",
         action="append",
@@ -439,8 +458,12 @@ def main(argv: list[str] | None = None) -> None:
     opts.out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
     results: dict[str, Any] = {"runs": [], "balance": [], "flood": [], "memory": {}}
+    redis = None if opts.redis_url else start_redis()
+    if redis is not None:
+        os.sched_setaffinity(redis.process.pid, {int(CLIENT_CPU)})
+    redis_url = opts.redis_url or redis.url  # type: ignore[union-attr]
     with seeded_database("bench") as (database_url, password):
-        base = server_env(database_url, opts.redis_url) | dict(s.split("=", 1) for s in opts.set)
+        base = server_env(database_url, redis_url) | dict(s.split("=", 1) for s in opts.set)
         plan = [
             ("full_on", None, base | {"RATE_LIMIT_ENABLED": "true"}),
             ("full_off", None, base | {"RATE_LIMIT_ENABLED": "false"}),
@@ -456,6 +479,8 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             for server in servers.values():
                 server.stop()
+            if redis is not None:
+                redis.stop()
     results |= {
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),

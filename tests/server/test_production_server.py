@@ -4,8 +4,6 @@ Postgres, real Redis, real sockets."""
 from __future__ import annotations
 
 import gc
-import os
-import subprocess
 import time
 import uuid
 from collections import Counter
@@ -18,8 +16,8 @@ import pytest
 import uvicorn_worker
 
 from tests.support.api import seed_loadtest
-from tests.support.databases import REDIS_URL, ROOT, create_database, drop_database
-from tests.support.processes import Server, image_command, start_server
+from tests.support.databases import REDIS_URL, create_database, drop_database
+from tests.support.processes import Server, image_command, make_image_venv, start_server
 
 PASSWORD = "load-test-password"
 
@@ -59,19 +57,7 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The image's environment, made the way the Dockerfile's build stage makes it: the
     service's runtime dependencies from uv.lock, no dev, infra or load-test groups."""
     venv = tmp_path_factory.mktemp("image") / "venv"
-    subprocess.run(
-        [
-            str(ROOT / ".tools" / "bin" / "uv"),
-            "sync",
-            "--frozen",
-            "--no-default-groups",
-            "--no-install-project",
-            "--quiet",
-        ],
-        cwd=ROOT,
-        env=os.environ | {"UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never"},
-        check=True,
-    )
+    make_image_venv(venv)
     return venv
 
 

@@ -35,6 +35,27 @@ def image_command() -> list[str]:
     return command
 
 
+def make_image_venv(venv: Path) -> Path:
+    """The image's environment at `venv`, made the way the Dockerfile's build stage makes it:
+    the service's runtime dependencies from uv.lock, no dev, infra or load-test groups (those
+    pull in modules the service would then import: redis-py loads OpenTelemetry when present,
+    which costs each worker more memory than the image's workers have). Returns its bin/."""
+    subprocess.run(
+        [
+            str(ROOT / ".tools" / "bin" / "uv"),
+            "sync",
+            "--frozen",
+            "--no-default-groups",
+            "--no-install-project",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env=os.environ | {"UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never"},
+        check=True,
+    )
+    return venv / "bin"
+
+
 def wait_for(url: str, *, timeout: float = 60.0, status: int = 200) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
