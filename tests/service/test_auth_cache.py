@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
@@ -15,20 +17,30 @@ from service.auth.cache import TtlCache, credential_key
 from tests.service.conftest import CreateUser, client_for, login
 
 
-async def test_a_cached_principal_costs_no_database_round_trip(
+@asynccontextmanager
+async def _signed_in(
     make_app: Callable[..., FastAPI], create_user: CreateUser
-) -> None:
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str], list[str]]]:
+    """A client of an app with a 1 s principal cache, a user's headers, and every SQL statement
+    the app sends from then on."""
     app = make_app(auth_cache_ttl_seconds=1.0)
     user = await create_user()
     assert user.email
     statements: list[str] = []
 
-    def count(*args: Any) -> None:
+    def record(*args: Any) -> None:
         statements.append(str(args[2]))
 
     async with client_for(app) as client:
         headers = await login(client, user.email)
-        event.listen(app.state.engine.sync_engine, "before_cursor_execute", count)
+        event.listen(app.state.engine.sync_engine, "before_cursor_execute", record)
+        yield client, headers, statements
+
+
+async def test_a_cached_principal_costs_no_database_round_trip(
+    make_app: Callable[..., FastAPI], create_user: CreateUser
+) -> None:
+    async with _signed_in(make_app, create_user) as (client, headers, statements):
         first = await client.get("/api/v1/users/me", headers=headers)
         looked_up = len(statements)
         again = await client.get("/api/v1/users/me", headers=headers)
@@ -74,17 +86,7 @@ async def test_requests_in_flight_with_one_credential_share_one_lookup(
 ) -> None:
     """An entry expiring under load must not send every request in flight to the database at
     once (they would queue for the pool, and that queue is the tail latency)."""
-    app = make_app(auth_cache_ttl_seconds=1.0)
-    user = await create_user()
-    assert user.email
-    statements: list[str] = []
-
-    def count(*args: Any) -> None:
-        statements.append(str(args[2]))
-
-    async with client_for(app) as client:
-        headers = await login(client, user.email)
-        event.listen(app.state.engine.sync_engine, "before_cursor_execute", count)
+    async with _signed_in(make_app, create_user) as (client, headers, statements):
         responses = await asyncio.gather(
             *(client.get("/api/v1/users/me", headers=headers) for _ in range(12))
         )
