@@ -23,9 +23,12 @@ def _visible_owner(principal: Principal) -> uuid.UUID | None:
     return None if principal.is_admin else principal.user.id
 
 
-async def _item_or_404(items: ItemRepository, item_id: uuid.UUID, principal: Principal) -> Item:
+async def _item_or_404(
+    items: ItemRepository, item_id: uuid.UUID, principal: Principal, *, for_update: bool = False
+) -> Item:
     # Another user's item is a 404, not a 403: its existence is not revealed.
-    if (item := await items.get_owned(item_id, _visible_owner(principal))) is None:
+    owner = _visible_owner(principal)
+    if (item := await items.get_owned(item_id, owner, for_update=for_update)) is None:
         raise NotFound("No such item.", code="item.not_found")
     return item
 
@@ -59,10 +62,11 @@ async def update(
     session: AsyncSession, principal: Principal, item_id: uuid.UUID, body: ItemUpdate
 ) -> Item:
     items = ItemRepository(session)
-    item = await _item_or_404(items, item_id, principal)
+    # Locked: a DELETE committed between this read and the UPDATE would leave nothing to update.
+    item = await _item_or_404(items, item_id, principal, for_update=True)
     return await items.update(item, body.model_dump(exclude_unset=True, exclude_none=True))
 
 
 async def delete(session: AsyncSession, principal: Principal, item_id: uuid.UUID) -> None:
     items = ItemRepository(session)
-    await items.delete(await _item_or_404(items, item_id, principal))
+    await items.delete(await _item_or_404(items, item_id, principal, for_update=True))

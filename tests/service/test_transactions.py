@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -152,3 +153,28 @@ async def test_a_read_session_raises_on_flush(app: FastAPI, create_user: CreateU
         session.add(Item(owner_id=owner.id, title="no"))
         with pytest.raises(ReadOnlySessionError):
             await session.flush()
+
+
+async def test_an_edit_racing_a_delete_is_a_404_not_a_500(
+    client: httpx.AsyncClient, user_headers: dict[str, str], database_url: str
+) -> None:
+    """The PATCH reads the item while a DELETE of it is uncommitted, then the DELETE commits:
+    the edit must see the item gone (404), not update a row that no longer exists (500)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks: PostgreSQL")
+    created = await client.post("/api/v1/items", json={"title": "contested"}, headers=user_headers)
+    item_id = created.json()["id"]
+    deleter = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        async with deleter.transaction():
+            await deleter.execute("DELETE FROM items WHERE id = $1", uuid.UUID(item_id))
+            edit = asyncio.create_task(
+                client.patch(
+                    f"/api/v1/items/{item_id}", json={"title": "edited"}, headers=user_headers
+                )
+            )
+            await asyncio.sleep(0.5)  # the edit has read the row and waits on its lock
+        response = await edit
+    finally:
+        await deleter.close()
+    assert_problem(response, 404, "item.not_found")
