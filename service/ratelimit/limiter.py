@@ -135,11 +135,15 @@ class Limiter:
     async def _settle(self, waiting: list[tuple[Request, asyncio.Future[object]]]) -> None:
         try:
             replies = await self.run_batch([request for request, _ in waiting])
-        except BaseException as exc:  # not a storage error: every waiting request sees it
+        except asyncio.CancelledError:  # the loop is closing: so is every waiting request
+            for _, waiter in waiting:
+                waiter.cancel()
+            raise
+        except Exception as exc:  # not a storage error: each waiting request raises it
             for _, waiter in waiting:
                 if not waiter.done():
                     waiter.set_exception(exc)
-            raise
+            return  # raised where it is awaited, not again in this task (asyncio would log it)
         for (_, waiter), reply in zip(waiting, replies, strict=True):
             if not waiter.done():  # its request may have been cancelled (client gone)
                 waiter.set_result(reply)
