@@ -1,9 +1,10 @@
-"""`python -m benchmarks.middleware`: what each ASGI middleware costs, in one process.
+"""`python -m benchmarks.middleware`: what the ASGI middleware costs, in one process.
 
 Calls the app directly (no server, no sockets) for `GET /health/live` with production settings
-and Prometheus in multiprocess mode, as under Gunicorn: the floor, the full app, the full app
-without each middleware in turn, and without any. CPU µs per request, medians of interleaved
-rounds. Run it pinned to one CPU: `taskset -c 0 .venv/bin/python -m benchmarks.middleware`.
+and Prometheus in multiprocess mode, as under Gunicorn: the floor, the full app, and the full
+app without its middleware (service.kit.edge.Edge, plus CORS and ProxyHeaders when configured).
+CPU µs per request, medians of interleaved rounds. Run it pinned to one CPU:
+`taskset -c 0 .venv/bin/python -m benchmarks.middleware`.
 A diagnosis next to `benchmarks.run`, not a target.
 """
 
@@ -73,14 +74,13 @@ async def main(argv: list[str] | None = None) -> None:
     from benchmarks.floor_app import app as floor
     from service.main import create_app
 
-    variants: dict[str, Any] = {"floor": floor, "full": create_app()}
-    for name in [m.cls.__name__ for m in create_app().user_middleware]:  # type: ignore[attr-defined]
-        app = create_app()
-        app.user_middleware = [m for m in app.user_middleware if m.cls.__name__ != name]  # type: ignore[attr-defined]
-        variants[f"full without {name}"] = app
     bare = create_app()
     bare.user_middleware = []
-    variants["full without any middleware"] = bare
+    variants: dict[str, Any] = {
+        "floor": floor,
+        "full": create_app(),
+        "full without middleware": bare,
+    }
     for app in variants.values():
         await per_request(app, opts.path, 300)  # warm-up
     rounds: dict[str, list[float]] = {name: [] for name in variants}

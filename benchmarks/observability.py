@@ -9,8 +9,8 @@ container runtime reads a container's stdout):
   formatter and a StreamHandler, which flushes every record: one write(2) per request) against
   service.kit.observability.AccessLog (one json.dumps, whole lines written in batches);
 * the two metric updates through `labels()` against the cached children the middleware uses;
-* the whole RequestContext around an app that answers at once: access log and metrics on,
-  then off.
+* the whole service.kit.edge.Edge (request id, access log, metrics, security headers) around
+  an app that answers at once: access log and metrics on, then off.
 
 CPU µs per request (process time), median of `--rounds` interleaved rounds. A diagnosis next
 to benchmarks.run, not a target.
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     from starlette.types import Receive, Scope, Send
 
     from service.kit import observability as obs
+    from service.kit.edge import Edge
 
     # Not /dev/null: writing there costs less than a real file or pipe does.
     if opts.sink == "pipe":
@@ -93,8 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         "headers": [(b"host", b"t"), (b"authorization", b"Bearer x" * 30)],
         "client": ("127.0.0.1", 5000),
     }
-    on = obs.RequestContext(answer, access_log_enabled=True, metrics_enabled=True)
-    off = obs.RequestContext(answer, access_log_enabled=False, metrics_enabled=False)
+    on = Edge(answer, access_log_enabled=True, metrics_enabled=True)
+    off = Edge(answer, access_log_enabled=False, metrics_enabled=False)
 
     async def measure() -> dict[str, float]:
         new_log = obs.AccessLog(flush_seconds=1.0)
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
             obs.REQUESTS.labels("GET", "/api/v1/users/me", "200").inc()
             obs.LATENCY.labels("GET", "/api/v1/users/me").observe(0.001)
 
-        def through(app: obs.RequestContext) -> Callable[[], Any]:
+        def through(app: Edge) -> Callable[[], Any]:
             def call() -> None:
                 coroutine = app(dict(scope), nothing, ignore)
                 with contextlib.suppress(StopIteration):  # it never waits: one step
@@ -123,8 +124,8 @@ def main(argv: list[str] | None = None) -> None:
             "metrics, cached children (after)": per_call_us(
                 lambda: obs._count("GET", "/api/v1/users/me", 200, 0.001), opts.requests
             ),
-            "RequestContext, log + metrics on": per_call_us(through(on), opts.requests),
-            "RequestContext, log + metrics off": per_call_us(through(off), opts.requests),
+            "Edge, log + metrics on": per_call_us(through(on), opts.requests),
+            "Edge, log + metrics off": per_call_us(through(off), opts.requests),
         }
         flush_started = time.process_time()
         new_log.flush()

@@ -19,18 +19,12 @@ from service.auth.passwords import PasswordHasher
 from service.auth.routes import router as auth_router
 from service.auth.tokens import TokenIssuer
 from service.frontdoor.door import FrontDoor
-from service.frontdoor.headers import RateLimitHeaders
+from service.frontdoor.headers import SCOPE_KEY as QUOTA_SCOPE_KEY
 from service.items.routes import router as items_router
-from service.kit.body_limit import BodySizeLimit
 from service.kit.database import create_engine, create_sessionmaker
-from service.kit.error_handlers import install_error_handlers
-from service.kit.observability import (
-    RequestContext,
-    configure_logging,
-    instrument_pool,
-    metrics_endpoint,
-)
-from service.kit.security_headers import SecurityHeaders
+from service.kit.edge import Edge
+from service.kit.error_handlers import CatchUnhandled, install_error_handlers
+from service.kit.observability import configure_logging, instrument_pool, metrics_endpoint
 from service.ratelimit.limiter import Limiter
 from service.settings import Settings, get_settings
 from service.users.routes import router as users_router
@@ -72,9 +66,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.frontdoor = FrontDoor(settings, app.state.limiter)
 
     install_error_handlers(app)
-    # Outside CatchUnhandled: even a 500 carries the budget the request was charged.
-    app.add_middleware(RateLimitHeaders)
     if settings.cors_origins:
+        # Inside CORS, so a 500 carries the CORS headers a browser needs to read it; without
+        # CORS the Edge's own catch-all answers it.
+        app.add_middleware(CatchUnhandled)
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
@@ -87,13 +82,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "RateLimit",
             ],
         )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(SecurityHeaders, hsts=not settings.is_development)
+    # One ASGI pass for request id, metrics, access log, security headers, body limit, the
+    # rate-limit headers (on every response, a 500 included) and the catch-all 500.
     app.add_middleware(
-        RequestContext,
+        Edge,
         access_log_enabled=settings.access_log == "json",
         access_log_flush_seconds=settings.access_log_flush_seconds,
         metrics_enabled=settings.metrics_enabled,
+        hsts=not settings.is_development,
+        max_body_bytes=settings.max_body_bytes,
+        header_source_key=QUOTA_SCOPE_KEY,
     )
     if settings.trusted_proxies:
         # The one place X-Forwarded-For (and -Proto) is believed, from TRUSTED_PROXIES only:

@@ -1,12 +1,12 @@
 """RateLimit headers (draft-ietf-httpapi-ratelimit-headers-11: `RateLimit-Policy` and
 `RateLimit`, Structured Field lists) on every response of a request whose budget was charged,
-the error responses included (a 401, 403, 404, 422 or 500 built after the charge)."""
+the error responses included (a 401, 403, 404, 422 or 500 built after the charge): the front
+door leaves a Quota under SCOPE_KEY, and service/kit/edge.py's Edge, given that key by
+create_app, adds its headers() to the response."""
 
 from __future__ import annotations
 
 import math
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.frontdoor.budgets import Charge
 from service.ratelimit.gcra import MICROS
@@ -39,22 +39,3 @@ class Quota:
             (b"ratelimit-policy", ", ".join(self.policies).encode()),
             (b"ratelimit", ", ".join(self.states).encode()),
         ]
-
-
-class RateLimitHeaders:
-    """Adds the request's Quota (if the front door left one) to the response's headers."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_quota(message: Message) -> None:
-            if message["type"] == "http.response.start" and SCOPE_KEY in scope:
-                message["headers"] = [*message.get("headers", ()), *scope[SCOPE_KEY].headers()]
-            await send(message)
-
-        await self.app(scope, receive, send_with_quota)

@@ -171,7 +171,8 @@ def _internal_problem(path: str) -> ProblemResponse:
     return problem("internal", "An unexpected error occurred.", instance=path)
 
 
-def _internal_error(path: str, exc: BaseException) -> ProblemResponse:
+def internal_error(path: str, exc: BaseException) -> ProblemResponse:
+    """The generic 500 for an exception nothing mapped; its detail goes to the log only."""
     if isinstance(exc, sa_exc.SQLAlchemyError):
         _log_db_error(path, exc)
     else:
@@ -180,9 +181,9 @@ def _internal_error(path: str, exc: BaseException) -> ProblemResponse:
 
 
 class CatchUnhandled:
-    """Innermost middleware: any exception the handlers did not map becomes a generic 500
-    problem (full detail in the log only), and still passes through the request-id and metrics
-    middleware on its way out. Starlette's own catch-all sits outside every middleware."""
+    """The catch-all 500 inside CORSMiddleware, added by create_app only when CORS is on: so a
+    500 carries the CORS headers a browser needs to read it. Without CORS, the Edge's own
+    catch-all does this. Starlette's own catch-all sits outside every middleware."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -203,7 +204,7 @@ class CatchUnhandled:
         except Exception as exc:
             if started:
                 raise
-            await _internal_error(scope.get("path", ""), exc)(scope, receive, send)
+            await internal_error(scope.get("path", ""), exc)(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -213,4 +214,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(sa_exc.SQLAlchemyError, _on_db_error)
     for exc_type in _UNAVAILABLE:
         app.add_exception_handler(exc_type, _on_db_error)
-    app.add_middleware(CatchUnhandled)

@@ -1,7 +1,7 @@
 """Request ids, JSON logs, the access log and Prometheus metrics.
 
-The middleware here is pure ASGI: cheaper per request than BaseHTTPMiddleware, and it sees
-every response, including the 500s built by error_handlers.CatchUnhandled.
+service/kit/edge.py's Edge sets the request id and writes the access log and the metrics for
+every HTTP request, with what is defined here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import re
 import select
 import sys
 import time
-import uuid
 import weakref
 from contextvars import ContextVar
 from typing import Any
@@ -34,7 +33,6 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 # A client's id is echoed only when it is short and plain (it lands in logs and headers).
@@ -137,7 +135,7 @@ class AccessLog:
     one write(2) per request; that was the largest cost of the middleware (docs/benchmarks.md).
     Here a line is one json.dumps into a buffer, and the buffer is written at most
     `flush_seconds` after its first line, as soon as it holds `max_bytes`, when the app shuts
-    down (RequestContext sees the lifespan) and at interpreter exit. A line has the fields, in
+    down (the Edge sees the lifespan) and at interpreter exit. A line has the fields, in
     the same order, that configure_logging's JSON formatter gives every other record.
     """
 
@@ -236,79 +234,6 @@ atexit.register(flush_access_logs)
 # The kubelet's probes: a line per pod every few seconds says nothing the probe's own result
 # does not, and on the cheapest route the line would be a large share of the work.
 UNLOGGED_PATHS = frozenset({"/health/live", "/health/ready"})
-
-
-class RequestContext:
-    """Request id (from X-Request-ID or new), echoed in the response; access log; metrics."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        access_log_enabled: bool,
-        metrics_enabled: bool,
-        access_log_flush_seconds: float = 1.0,
-    ) -> None:
-        self.app = app
-        self.access_log = AccessLog(flush_seconds=access_log_flush_seconds)
-        self.access_log_enabled = access_log_enabled
-        self.metrics_enabled = metrics_enabled
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.app(scope, receive, self._flushing_at_shutdown(send))
-            return
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":  # the last one counts, as in a dict of the headers
-                request_id = value.decode("latin-1")
-        if not _SAFE_REQUEST_ID.match(request_id):
-            request_id = uuid.uuid4().hex
-        token = _request_id.set(request_id)
-        status = 500
-        started = time.perf_counter()
-        id_header = (b"x-request-id", request_id.encode())
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", []).append(id_header)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            elapsed = time.perf_counter() - started
-            # The template as OpenAPI shows it (/items/{item_id}): bounded label values.
-            route = getattr(scope.get("route"), "path_format", "unmatched")
-            if self.metrics_enabled:
-                _count(scope["method"], route, status, elapsed)
-            if self.access_log_enabled and scope["path"] not in UNLOGGED_PATHS:
-                client = scope.get("client")
-                self.access_log.write(
-                    {
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 2),
-                        "client": client[0] if client else None,
-                    }
-                )
-            _request_id.reset(token)
-
-    def _flushing_at_shutdown(self, send: Send) -> Send:
-        # Uvicorn shuts the app down once the last request is answered, then re-raises the
-        # SIGTERM it caught, and that ends the process before any exit hook could run.
-        async def send_after_flush(message: Message) -> None:
-            if message["type"].startswith("lifespan.shutdown."):
-                self.access_log.flush()
-            await send(message)
-
-        return send_after_flush
 
 
 # Each metric's children by label values: labels() takes a lock and builds its key on every

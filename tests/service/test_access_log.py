@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from service.kit import observability
-from service.kit.observability import AccessLog, RequestContext, configure_logging
+from service.kit.edge import Edge
+from service.kit.observability import AccessLog, configure_logging
 
 FIELDS = {"method": "GET", "path": "/p", "status": 200, "duration_ms": 1.5, "client": "10.0.0.1"}
 
@@ -108,7 +109,7 @@ async def test_one_line_per_request_except_the_kubelet_probes(writes: list[bytes
     async def ignore(_message: Any) -> None:
         return None
 
-    context = RequestContext(app, access_log_enabled=True, metrics_enabled=False)
+    context = Edge(app, access_log_enabled=True, metrics_enabled=False)
     for path in ("/api/v1/users/me", "/health/live", "/health/ready", "/api/v1/items"):
         scope: dict[str, Any] = {"type": "http", "method": "GET", "path": path, "headers": []}
         await context(scope, receive, ignore)

@@ -1,0 +1,222 @@
+"""The service's edge: what every HTTP request gets on its way in and out, in one ASGI pass.
+
+Request id, metrics, the access log, security headers, the body-size limit, the response
+headers a scope key's object brings (the front door's rate-limit figures) and the catch-all
+500. Each used to be its own pure-ASGI middleware; together they cost a coroutine frame, a
+send-wrapper closure and an await per ASGI message per layer, most of what `/health/live` costs
+above the floor app (docs/benchmarks.md). Here: one frame, one wrapper, one pass over the
+request's headers, and the response headers prepared once, in __init__.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Protocol
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.kit.error_handlers import internal_error
+from service.kit.observability import (
+    _SAFE_REQUEST_ID,
+    UNLOGGED_PATHS,
+    AccessLog,
+    _count,
+    _request_id,
+)
+from service.kit.problems import problem
+
+# --- security headers -----------------------------------------------------------------------
+_COMMON = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+_CSP = b"content-security-policy"
+# The API serves JSON only: a browser that renders a response must load and run nothing.
+API_CSP = b"default-src 'none'; frame-ancestors 'none'"
+_HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+
+
+class HeaderSource(Protocol):
+    """What the edge finds under `header_source_key` in a request's scope."""
+
+    def headers(self) -> list[tuple[bytes, bytes]]: ...
+
+
+class Edge:
+    """Pure ASGI, outermost (inside ProxyHeaders only), for every HTTP request:
+
+    * the request id: the client's X-Request-ID when short and plain, else a new one; in a
+      context variable for the logs and problem bodies, echoed in the response;
+    * metrics by route template, and the JSON access log (AccessLog; not the kubelet's probes);
+    * security headers: the common ones, HSTS outside development, and the API's content
+      security policy on every response that brings none (only service/docs' HTML pages do,
+      each with the narrow policy its page needs);
+    * the body limit: 413 problem+json when Content-Length is over `max_body_bytes`, before a
+      byte is read; a chunked body is read up to the limit, then replayed to the app (hand
+      written: Starlette's limit answers text/plain, and an error while FastAPI reads a body
+      becomes a 400; either breaks the one-error-schema rule);
+    * `header_source_key`: if the scope holds an object there when the response starts, its
+      `headers()` are added, to every response, errors included. The front door leaves its
+      rate-limit Quota there. A scope key rather than a registered callback: the front door
+      already writes the scope, a missing key costs one dict lookup, and kit knows nothing
+      of the front door (create_app passes the key);
+    * the catch-all: an exception nothing mapped becomes a generic 500 problem (detail in the
+      log only) if the response has not started, else it is re-raised. With CORS on,
+      error_handlers.CatchUnhandled sits inside CORSMiddleware so that 500 carries CORS headers
+      too; this one then only sees what escapes CORS itself.
+
+    Also flushes the access log at the lifespan's shutdown (Uvicorn ends the process right
+    after, before any exit hook).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        access_log_enabled: bool,
+        metrics_enabled: bool,
+        access_log_flush_seconds: float = 1.0,
+        hsts: bool = False,
+        max_body_bytes: int | None = None,
+        header_source_key: str | None = None,
+    ) -> None:
+        self.app = app
+        self.access_log = AccessLog(flush_seconds=access_log_flush_seconds)
+        self.access_log_enabled = access_log_enabled
+        self.metrics_enabled = metrics_enabled
+        self.max_bytes = max_body_bytes
+        self.header_source_key = header_source_key
+        common = _COMMON + ([_HSTS] if hsts else [])
+        self._security = common
+        self._security_with_csp = [(_CSP, API_CSP), *common]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                send = self._flushing_at_shutdown(send)
+            await self.app(scope, receive, send)
+            return
+        # One pass for what the edge reads; the last of a repeated header counts, as in a dict.
+        raw_id = b""
+        declared: bytes | None = None
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                raw_id = value
+            elif name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        request_id = raw_id.decode("latin-1")
+        if not _SAFE_REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex
+            raw_id = request_id.encode()
+        token = _request_id.set(request_id)
+        id_header = (b"x-request-id", raw_id)
+        status = 500  # if nothing is sent
+        responded = False
+        started = time.perf_counter()
+
+        async def edge_send(message: Message) -> None:
+            nonlocal status, responded
+            if message["type"] == "http.response.start":
+                responded = True
+                status = message["status"]
+                headers = message.setdefault("headers", [])
+                if type(headers) is not list:
+                    headers = message["headers"] = list(headers)
+                self._add_headers(scope, headers)
+                headers.append(id_header)
+            await send(message)
+
+        try:
+            if self.max_bytes is not None and (declared is not None or chunked):
+                if declared is not None:
+                    # Refused before a byte is read; the server enforces the declared length.
+                    if declared.isdigit() and int(declared) > self.max_bytes:
+                        await self._too_large(scope, receive, edge_send)
+                        return
+                else:
+                    body = await self._read_capped(receive)
+                    if body is None:
+                        return  # the client went away
+                    if len(body) > self.max_bytes:
+                        await self._too_large(scope, receive, edge_send)
+                        return
+                    receive = _replay(bytes(body), receive)
+            await self.app(scope, receive, edge_send)
+        except Exception as exc:
+            if responded:
+                raise
+            await internal_error(scope["path"], exc)(scope, receive, edge_send)
+        finally:
+            elapsed = time.perf_counter() - started
+            if self.metrics_enabled:
+                # The template as OpenAPI shows it (/items/{item_id}): bounded label values.
+                route = getattr(scope.get("route"), "path_format", "unmatched")
+                _count(scope["method"], route, status, elapsed)
+            if self.access_log_enabled and scope["path"] not in UNLOGGED_PATHS:
+                client = scope.get("client")
+                self.access_log.write(
+                    {
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "client": client[0] if client else None,
+                    }
+                )
+            _request_id.reset(token)
+
+    def _add_headers(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> None:
+        """The security headers, then the header source's (before the request id)."""
+        if any(name.lower() == _CSP for name, _ in headers):
+            headers += self._security
+        else:
+            headers += self._security_with_csp
+        if self.header_source_key is not None:
+            source: HeaderSource | None = scope.get(self.header_source_key)
+            if source is not None:
+                headers += source.headers()
+
+    async def _read_capped(self, receive: Receive) -> bytearray | None:
+        """A chunked body, read until it ends or passes the limit; None if the client left."""
+        assert self.max_bytes is not None
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes or not message.get("more_body", False):
+                return body
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"The request body exceeds {self.max_bytes} bytes."
+        await problem("request.too_large", detail, instance=scope["path"])(scope, receive, send)
+
+    def _flushing_at_shutdown(self, send: Send) -> Send:
+        # Uvicorn shuts the app down once the last request is answered, then re-raises the
+        # SIGTERM it caught, and that ends the process before any exit hook could run.
+        async def send_after_flush(message: Message) -> None:
+            if message["type"].startswith("lifespan.shutdown."):
+                self.access_log.flush()
+            await send(message)
+
+        return send_after_flush
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # afterwards: disconnect notifications
+
+    return replay
