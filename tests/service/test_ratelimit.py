@@ -489,6 +489,35 @@ async def test_error_responses_keep_the_ratelimit_headers(
             assert "user-60s" in states(response), status
 
 
+@pytest.mark.parametrize("cors", [False, True], ids=["no-cors", "cors"])
+async def test_a_500_carries_every_edge_header(
+    cors: bool, limited: Callable[..., FastAPI], user_headers: dict[str, str]
+) -> None:
+    # Two paths build this 500: the edge's catch-all without CORS, CatchUnhandled inside CORS
+    # with it (a browser cannot read a response without its CORS headers).
+    origin = "https://app.example"
+    app = limited(cors_origins=[origin] if cors else [])
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/api/v1/boom", boom, dependencies=[Depends(front_door)])
+    async with _client(app) as client:
+        response = await client.get(
+            "/api/v1/boom", headers=user_headers | {"Origin": origin, "X-Request-ID": "boom-1"}
+        )
+    assert_problem(response, 500, "internal")
+    assert response.headers["x-request-id"] == "boom-1"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert "user-60s" in states(response)
+    assert "user-60s" in policies(response)
+    if cors:
+        assert response.headers["access-control-allow-origin"] == origin
+    else:
+        assert "access-control-allow-origin" not in response.headers
+
+
 async def test_cors_exposes_the_ratelimit_headers(
     make_app: Callable[..., FastAPI], user_headers: dict[str, str]
 ) -> None:
