@@ -136,19 +136,10 @@ class Edge:
 
         try:
             if self.max_bytes is not None and (declared is not None or chunked):
-                if declared is not None:
-                    # Refused before a byte is read; the server enforces the declared length.
-                    if declared.isdigit() and int(declared) > self.max_bytes:
-                        await self._too_large(scope, receive, edge_send)
-                        return
-                else:
-                    body = await self._read_capped(receive)
-                    if body is None:
-                        return  # the client went away
-                    if len(body) > self.max_bytes:
-                        await self._too_large(scope, receive, edge_send)
-                        return
-                    receive = _replay(bytes(body), receive)
+                limited = await self._limit_body(scope, receive, edge_send, declared)
+                if limited is None:
+                    return  # answered 413, or the client went away
+                receive = limited
             await self.app(scope, receive, edge_send)
         except Exception as exc:
             if responded:
@@ -181,17 +172,31 @@ class Edge:
             if source is not None:
                 headers += source.headers()
 
-    async def _read_capped(self, receive: Receive) -> bytearray | None:
-        """A chunked body, read until it ends or passes the limit; None if the client left."""
+    async def _limit_body(
+        self, scope: Scope, receive: Receive, send: Send, declared: bytes | None
+    ) -> Receive | None:
+        """The receive to hand the app, or None once a 413 is sent (or the client left).
+
+        Only requests with a body get here: a GET costs no extra frame."""
         assert self.max_bytes is not None
+        if declared is not None:
+            # Refused before a byte is read; the server enforces the declared length.
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return None
+            return receive
+        # Chunked, of unknown length: read it up to the limit first, then replay it.
         body = bytearray()
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                return None
+                return None  # the client went away
             body += message.get("body", b"")
-            if len(body) > self.max_bytes or not message.get("more_body", False):
-                return body
+            if len(body) > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return None
+            if not message.get("more_body", False):
+                return _replay(bytes(body), receive)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         detail = f"The request body exceeds {self.max_bytes} bytes."

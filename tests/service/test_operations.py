@@ -98,6 +98,26 @@ async def test_cors_only_for_configured_origins(make_app: Callable[..., FastAPI]
     assert "access-control-allow-origin" not in denied.headers
 
 
+async def test_cors_preflight_carries_the_request_id_and_security_headers(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    # CORS answers a preflight itself, inside the edge: the edge's headers are still added.
+    app = make_app(cors_origins=["https://app.example"])
+    async with client_for(app) as client:
+        preflight = await client.options(
+            "/api/v1/items",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "X-Request-ID": "preflight-1",
+            },
+        )
+    assert preflight.status_code == 200
+    assert preflight.headers["x-request-id"] == "preflight-1"
+    assert preflight.headers["x-content-type-options"] == "nosniff"
+    assert "default-src 'none'" in preflight.headers["content-security-policy"]
+
+
 async def test_docs_are_served(client: httpx.AsyncClient) -> None:
     response = await client.get("/docs")
     assert response.status_code == 200
