@@ -112,8 +112,8 @@ class Edge:
                 chunked = True
         request_id = raw_id.decode("latin-1")
         if not _SAFE_REQUEST_ID.match(request_id):
-            # uuid4().hex's 32 hex digits from the same os.urandom, without building a UUID
-            # object: that was most of the edge's own cost per request.
+            # 32 hex digits from os.urandom, as uuid4().hex, without building a UUID object:
+            # that was about a third of the edge's own cost per request (1.6 of 4.6 µs).
             request_id = os.urandom(16).hex()
             raw_id = request_id.encode()
         token = _request_id.set(request_id)
