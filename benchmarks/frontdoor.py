@@ -2,10 +2,18 @@
 
 The whole app (create_app) on real PostgreSQL and Redis, driven through httpx's ASGI transport
 with `--in-flight` requests at a time, `GET /api/v1/users/me` with a bearer token: this
-process's CPU per request (app and client together) with the limiter on (Redis) and off,
-interleaved round by round, so a busy machine shifts both alike. The difference is what the
-front door's limit checks cost; it counts CPU, not waiting, so it holds up better than req/s on
-a shared machine. Run it pinned to one CPU: `taskset -c 0 .venv/bin/python -m
+process's CPU per request (app and client together), interleaved round by round, so a busy
+machine shifts every variant alike. It counts CPU, not waiting, so it holds up better than
+req/s on a shared machine. The variants split what the limiter costs:
+
+- `off`: no limit checks (RATE_LIMIT_ENABLED=false);
+- `memory`: the same GCRA checks and headers, in this process, with no wait (the embedded
+  store): what the checks themselves cost;
+- `instant`: the Redis path's batching, with a store that answers within the same pass of the
+  event loop, without I/O: what it costs a request to wait for its answer at all (the request
+  suspends and is resumed through its whole coroutine chain, as with a real reply);
+- `on`: Redis: the rest is the client's I/O (encoding, the socket, the reply).
+ Run it pinned to one CPU: `taskset -c 0 .venv/bin/python -m
 benchmarks.frontdoor`. A diagnosis next to `benchmarks.run`, not a target.
 """
 
@@ -16,12 +24,15 @@ import asyncio
 import statistics
 import time
 import uuid
+from collections.abc import Sequence
 
 import httpx
+import uvloop
 
 from benchmarks.limiter import cpu_seconds
 from service.auth.passwords import PasswordHasher
 from service.main import create_app
+from service.ratelimit.limiter import Limiter, Request
 from service.settings import Settings
 from service.users.models import User
 from service.users.repository import UserRepository
@@ -31,7 +42,10 @@ PASSWORD = "benchmark-password"  # noqa: S105 (a throwaway database)
 GENEROUS = "100000000/minute"  # never reached: every request is checked, none refused
 
 
-def settings(database_url: str, redis_url: str, *, limiter: bool) -> Settings:
+VARIANTS = ("on", "instant", "memory", "off")
+
+
+def settings(database_url: str, redis_url: str, *, variant: str) -> Settings:
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
@@ -39,13 +53,24 @@ def settings(database_url: str, redis_url: str, *, limiter: bool) -> Settings:
         access_log="off",
         log_level="WARNING",  # httpx logs each request at INFO
         metrics_enabled=False,
-        rate_limit_enabled=limiter,
+        rate_limit_enabled=variant != "off",
+        rate_limit_storage="memory" if variant == "memory" else "redis",
         rate_limit_user=GENEROUS,
         rate_limit_login=GENEROUS,
-        rate_limit_anonymous=GENEROUS,  # RATE_LIMIT_CLIENT's former name: both versions read it
+        rate_limit_client=GENEROUS,
         argon2_time_cost=1,
         argon2_memory_cost=1024,
     )
+
+
+def answer_at_once(limiter: Limiter) -> None:
+    """The `instant` variant: batches are answered from the in-process store, without I/O."""
+
+    async def run_batch(batch: Sequence[Request], now: int | None = None) -> list[object]:
+        at = time.time_ns() // 1000 if now is None else now
+        return [limiter.memory.run(keys, args, at) for keys, args in batch]
+
+    limiter.run_batch = run_batch  # type: ignore[method-assign]
 
 
 async def measure(app: object, token: str, *, requests: int, in_flight: int) -> float:
@@ -74,9 +99,10 @@ async def main(argv: list[str] | None = None) -> None:
     opts = p.parse_args(argv)
     name, database_url = await create_database("bench")
     apps = {
-        label: create_app(settings(database_url, opts.redis_url, limiter=label == "on"))
-        for label in ("on", "off")
+        label: create_app(settings(database_url, opts.redis_url, variant=label))
+        for label in VARIANTS
     }
+    answer_at_once(apps["instant"].state.limiter)
     try:
         hasher = PasswordHasher(apps["on"].state.settings)
         async with apps["on"].state.sessionmaker() as session, session.begin():
@@ -92,10 +118,16 @@ async def main(argv: list[str] | None = None) -> None:
                 cpu = await measure(app, token, requests=opts.requests, in_flight=opts.in_flight)
                 figures[label].append(cpu)
                 print(f"| {round_} | {label} | {cpu:.0f} |", flush=True)
-        on, off = (statistics.median(figures[label]) for label in ("on", "off"))
+        on, instant, memory, off = (statistics.median(figures[label]) for label in VARIANTS)
         print(
-            f"\nmedians: on {on:.0f} µs, off {off:.0f} µs; the limiter adds {on - off:.0f} µs "
-            f"({100 * (on - off) / on:.0f} % of a request's CPU here), "
+            f"\nmedians (µs): on {on:.0f}, instant {instant:.0f}, memory {memory:.0f}, "
+            f"off {off:.0f}"
+        )
+        print(f"- the checks and headers (memory - off): {memory - off:.0f}")
+        print(f"- waiting for an answer at all (instant - memory): {instant - memory:.0f}")
+        print(f"- the Redis client's I/O (on - instant): {on - instant:.0f}")
+        print(
+            f"- in all: {on - off:.0f} ({100 * (on - off) / off:.0f} % of `off`), "
             f"{time.monotonic() - started:.0f} s"
         )
     finally:
@@ -105,4 +137,4 @@ async def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())  # the server's loop (uvicorn picks uvloop when it is installed)

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
             "access line, AccessLog (after, flush included)": per_call_us(new_line, opts.requests),
             "metrics, labels() each time (before)": per_call_us(labelled, opts.requests),
             "metrics, cached children (after)": per_call_us(
-                lambda: obs._count("GET", "/api/v1/users/me", 200, 0.001), opts.requests
+                lambda: obs.count_request("GET", "/api/v1/users/me", 200, 0.001), opts.requests
             ),
             "Edge, log + metrics on": per_call_us(through(on), opts.requests),
             "Edge, log + metrics off": per_call_us(through(off), opts.requests),

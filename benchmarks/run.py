@@ -186,9 +186,11 @@ def login(base_url: str, password: str) -> str:
     return token
 
 
-def wrk(url: str, *, duration: int, connections: int, **lua_env: str) -> subprocess.Popen[str]:
-    """Start one wrk (one thread, on CPU 1); wrk.lua reads its BENCH_* settings from lua_env."""
-    cmd = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
+def wrk(
+    url: str, *, duration: int, connections: int, cpus: str = CLIENT_CPU, **lua_env: str
+) -> subprocess.Popen[str]:
+    """Start one wrk (one thread, on `cpus`); wrk.lua reads its BENCH_* settings from lua_env."""
+    cmd = ["taskset", "-c", cpus, "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
     cmd += ["--latency", "--timeout", "60s", "-s", str(LUA), url]
     env = os.environ | {f"BENCH_{k.upper()}": v for k, v in lua_env.items()}
     out = subprocess.PIPE
@@ -278,7 +280,13 @@ def memory(server: Server, token: str, marks: tuple[int, ...], connections: int)
 
 
 def balance(opts: argparse.Namespace, server: Server, path: str, token: str) -> dict[str, Any]:
-    """64 keep-alive connections on the unpinned server: each worker's share of its CPU."""
+    """64 keep-alive connections on the unpinned server: each worker's share of its CPU.
+
+    wrk is unpinned too. Pinned to CPU 1 it takes a good part of that core on a cheap route, and
+    the worker the scheduler leaves beside it gets less CPU whatever its connections: with 32
+    and 32 connections on `/health/live`, 0.76 (docs/benchmarks.md, "Reading the balance
+    runs"). Unpinned, the kernel spreads all three over both cores, and the split measures the
+    server's distribution of work, not which worker shares a core with the client."""
     pids = worker_pids(server.process.pid)
     load = load_average()
     with unpinned(server):
@@ -287,6 +295,7 @@ def balance(opts: argparse.Namespace, server: Server, path: str, token: str) -> 
             server.base_url + path,
             duration=opts.duration,
             connections=opts.balance_connections,
+            cpus=f"0-{(os.cpu_count() or 1) - 1}",
             token=token,
         )
         held: list[int] = []

@@ -34,18 +34,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
 
-_request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 # A client's id is echoed only when it is short and plain (it lands in logs and headers).
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def current_request_id() -> str | None:
-    return _request_id.get()
+    return REQUEST_ID.get()
 
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = _request_id.get()
+        record.request_id = REQUEST_ID.get()
         return True
 
 
@@ -167,7 +167,7 @@ class AccessLog:
             "logger": "service.access",
             "pid": os.getpid(),
             "message": "request",
-            "request_id": _request_id.get(),
+            "request_id": REQUEST_ID.get(),
             **fields,
         }
         data = (json.dumps(line) + "\n").encode()
@@ -243,7 +243,7 @@ _request_counters: dict[tuple[str, str, int], Any] = {}
 _latency_histograms: dict[tuple[str, str], Any] = {}
 
 
-def _count(method: str, route: str, status: int, elapsed: float) -> None:
+def count_request(method: str, route: str, status: int, elapsed: float) -> None:
     counter = _request_counters.get((method, route, status))
     if counter is None:
         counter = REQUESTS.labels(method, route, str(status))

@@ -81,12 +81,12 @@ def test_a_line_has_the_fields_of_every_other_json_record(
     stream = io.StringIO()
     monkeypatch.setattr("sys.stdout", stream)
     configure_logging("INFO")
-    token = observability._request_id.set("req-1")
+    token = observability.REQUEST_ID.set("req-1")
     try:
         logging.getLogger("service.access").info("request", extra=FIELDS)
         AccessLog(flush_seconds=60, max_bytes=1).write(FIELDS)
     finally:
-        observability._request_id.reset(token)
+        observability.REQUEST_ID.reset(token)
         logging.getLogger().handlers[:] = []
     by_logging = json.loads(stream.getvalue())
     ours = json.loads(writes[0])
