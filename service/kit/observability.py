@@ -133,7 +133,38 @@ async def metrics_endpoint(_request: Request) -> Response:
     return Response(payload, media_type=CONTENT_TYPE_LATEST)
 
 
-class AccessLog:
+class _WrittenLater:
+    """What is kept in the process and written at most `flush_seconds` after the first
+    unwritten item, by a timer on the running event loop (one loop per worker: no lock), or at
+    once where no loop runs; flush() writes it now. Subclasses write in _write()."""
+
+    def __init__(self, flush_seconds: float) -> None:
+        self.flush_seconds = flush_seconds
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+
+    def _schedule_flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a thread, a script): write now
+            self.flush()
+            return
+        # Another loop's timer (an earlier asyncio.run) may never fire: one on this loop.
+        if self._timer is None or self._timer_loop is not loop:
+            self._timer_loop = loop
+            self._timer = loop.call_later(self.flush_seconds, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._write()
+
+    def _write(self) -> None:
+        raise NotImplementedError
+
+
+class AccessLog(_WrittenLater):
     """The JSON access log: one line per request, written to stdout in batches.
 
     A logging handler formats each record through several layers and flushes after each one,
@@ -150,12 +181,10 @@ class AccessLog:
     CHUNK_BYTES = select.PIPE_BUF
 
     def __init__(self, *, flush_seconds: float, max_bytes: int = 65_536) -> None:
-        self.flush_seconds = flush_seconds
+        super().__init__(flush_seconds)
         self.max_bytes = max_bytes
         self._lines: list[bytes] = []
         self._size = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._second = -1
         self._second_text = ""
         _ACCESS_LOGS.add(self)
@@ -183,20 +212,7 @@ class AccessLog:
         else:
             self._schedule_flush()
 
-    def _schedule_flush(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no event loop (a thread, a script): write now
-            self.flush()
-            return
-        if self._timer is None or self._timer_loop is not loop:
-            self._timer_loop = loop
-            self._timer = loop.call_later(self.flush_seconds, self.flush)
-
-    def flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _write(self) -> None:
         lines, self._lines, self._size = self._lines, [], 0
         chunk: list[bytes] = []
         size = 0
@@ -279,7 +295,7 @@ def _add_to_histogram(histogram: Any, buckets: list[float]) -> None:
     histogram._sum.inc(buckets[-1])
 
 
-class RequestMetrics:
+class RequestMetrics(_WrittenLater):
     """app_http_requests_total and app_http_request_duration_seconds, counted in the worker and
     written to prometheus_client's children in batches.
 
@@ -299,12 +315,10 @@ class RequestMetrics:
     """
 
     def __init__(self, *, flush_seconds: float) -> None:
-        self.flush_seconds = flush_seconds
+        super().__init__(flush_seconds)
         self._counts: dict[tuple[str, str, int], int] = {}
         # Per (method, route): the unwritten count of each bucket, then the sum of the values.
         self._latencies: dict[tuple[str, str], list[float]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_loop: asyncio.AbstractEventLoop | None = None
         _REQUEST_METRICS.add(self)
 
     def count(self, method: str, route: str, status: int, elapsed: float) -> None:
@@ -330,21 +344,7 @@ class RequestMetrics:
         latency[-1] += elapsed
         self._schedule_flush()
 
-    def _schedule_flush(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no event loop (a thread, a script): write now
-            self.flush()
-            return
-        # Another loop's timer (an earlier asyncio.run) may never fire: one on this loop.
-        if self._timer is None or self._timer_loop is not loop:
-            self._timer_loop = loop
-            self._timer = loop.call_later(self.flush_seconds, self.flush)
-
-    def flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _write(self) -> None:
         counts, self._counts = self._counts, {}
         latencies, self._latencies = self._latencies, {}
         for (method, route, status), count in counts.items():
