@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access_log_enabled=settings.access_log == "json",
         access_log_flush_seconds=settings.access_log_flush_seconds,
         metrics_enabled=settings.metrics_enabled,
+        metrics_flush_seconds=settings.metrics_flush_seconds,
         hsts=not settings.is_development,
         max_body_bytes=settings.max_body_bytes,
         header_source_key=QUOTA_SCOPE_KEY,

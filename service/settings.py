@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     page_size_max: int = Field(default=100, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = []
     metrics_enabled: bool = True
+    # Request metrics are written to Prometheus' shared files in batches: at most this many
+    # seconds after a request (at once when scraped and at shutdown), instead of per request.
+    # A scrape served by another worker sees a request at most this late.
+    metrics_flush_seconds: float = Field(default=1.0, gt=0, le=60)
     # Swagger UI at /docs and ReDoc at /redoc (assets served by the service, no CDN). Per
     # deployment: a public production API may keep its interactive docs off.
     docs_enabled: bool = True

@@ -22,7 +22,7 @@ from service.kit.observability import (
     SAFE_REQUEST_ID,
     UNLOGGED_PATHS,
     AccessLog,
-    count_request,
+    RequestMetrics,
 )
 from service.kit.problems import problem
 
@@ -50,7 +50,8 @@ class Edge:
 
     * the request id: the client's X-Request-ID when short and plain, else a new one; in a
       context variable for the logs and problem bodies, echoed in the response;
-    * metrics by route template, and the JSON access log (AccessLog; not the kubelet's probes);
+    * metrics by route template (RequestMetrics, written in batches), and the JSON access log
+      (AccessLog; not the kubelet's probes);
     * security headers: the common ones, HSTS outside development, and the API's content
       security policy on every response that brings none (only service/docs' HTML pages do,
       each with the narrow policy its page needs);
@@ -68,8 +69,8 @@ class Edge:
       error_handlers.CatchUnhandled sits inside CORSMiddleware so that 500 carries CORS headers
       too; this one then only sees what escapes CORS itself.
 
-    Also flushes the access log at the lifespan's shutdown (Uvicorn ends the process right
-    after, before any exit hook).
+    Also flushes the access log and the metrics at the lifespan's shutdown (Uvicorn ends the
+    process right after, before any exit hook).
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class Edge:
         access_log_enabled: bool,
         metrics_enabled: bool,
         access_log_flush_seconds: float = 1.0,
+        metrics_flush_seconds: float = 1.0,
         hsts: bool = False,
         max_body_bytes: int | None = None,
         header_source_key: str | None = None,
@@ -87,6 +89,7 @@ class Edge:
         self.access_log = AccessLog(flush_seconds=access_log_flush_seconds)
         self.access_log_enabled = access_log_enabled
         self.metrics_enabled = metrics_enabled
+        self.metrics = RequestMetrics(flush_seconds=metrics_flush_seconds)
         self.max_bytes = max_body_bytes
         self.header_source_key = header_source_key
         common = _COMMON + ([_HSTS] if hsts else [])
@@ -150,7 +153,7 @@ class Edge:
             if self.metrics_enabled:
                 # The template as OpenAPI shows it (/items/{item_id}): bounded label values.
                 route = getattr(scope.get("route"), "path_format", "unmatched")
-                count_request(scope["method"], route, status, elapsed)
+                self.metrics.count(scope["method"], route, status, elapsed)
             if self.access_log_enabled and scope["path"] not in UNLOGGED_PATHS:
                 client = scope.get("client")
                 self.access_log.write(
@@ -208,6 +211,7 @@ class Edge:
         async def send_after_flush(message: Message) -> None:
             if message["type"].startswith("lifespan.shutdown."):
                 self.access_log.flush()
+                self.metrics.flush()
             await send(message)
 
         return send_after_flush

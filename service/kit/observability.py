@@ -16,6 +16,7 @@ import select
 import sys
 import time
 import weakref
+from bisect import bisect_left
 from contextvars import ContextVar
 from typing import Any
 
@@ -80,12 +81,14 @@ def configure_logging(level: str) -> None:
 REQUESTS = Counter(
     "http_requests_total", "HTTP requests", ["method", "route", "status"], namespace="app"
 )
+# Upper bounds, in order; prometheus_client adds +Inf. RequestMetrics buckets with these too.
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LATENCY = Histogram(
     "http_request_duration_seconds",
     "HTTP request latency",
     ["method", "route"],
     namespace="app",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    buckets=_LATENCY_BUCKETS,
 )
 DB_POOL_IN_USE = Gauge(
     "db_pool_connections_in_use",
@@ -119,6 +122,8 @@ MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 
 
 async def metrics_endpoint(_request: Request) -> Response:
+    # This worker's unwritten requests first: a scrape sees every request answered before it.
+    flush_request_metrics()
     if MULTIPROCESS:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
@@ -128,7 +133,38 @@ async def metrics_endpoint(_request: Request) -> Response:
     return Response(payload, media_type=CONTENT_TYPE_LATEST)
 
 
-class AccessLog:
+class _WrittenLater:
+    """What is kept in the process and written at most `flush_seconds` after the first
+    unwritten item, by a timer on the running event loop (one loop per worker: no lock), or at
+    once where no loop runs; flush() writes it now. Subclasses write in _write()."""
+
+    def __init__(self, flush_seconds: float) -> None:
+        self.flush_seconds = flush_seconds
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+
+    def _schedule_flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a thread, a script): write now
+            self.flush()
+            return
+        # Another loop's timer (an earlier asyncio.run) may never fire: one on this loop.
+        if self._timer is None or self._timer_loop is not loop:
+            self._timer_loop = loop
+            self._timer = loop.call_later(self.flush_seconds, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._write()
+
+    def _write(self) -> None:
+        raise NotImplementedError
+
+
+class AccessLog(_WrittenLater):
     """The JSON access log: one line per request, written to stdout in batches.
 
     A logging handler formats each record through several layers and flushes after each one,
@@ -145,12 +181,10 @@ class AccessLog:
     CHUNK_BYTES = select.PIPE_BUF
 
     def __init__(self, *, flush_seconds: float, max_bytes: int = 65_536) -> None:
-        self.flush_seconds = flush_seconds
+        super().__init__(flush_seconds)
         self.max_bytes = max_bytes
         self._lines: list[bytes] = []
         self._size = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._second = -1
         self._second_text = ""
         _ACCESS_LOGS.add(self)
@@ -178,20 +212,7 @@ class AccessLog:
         else:
             self._schedule_flush()
 
-    def _schedule_flush(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no event loop (a thread, a script): write now
-            self.flush()
-            return
-        if self._timer is None or self._timer_loop is not loop:
-            self._timer_loop = loop
-            self._timer = loop.call_later(self.flush_seconds, self.flush)
-
-    def flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _write(self) -> None:
         lines, self._lines, self._size = self._lines, [], 0
         chunk: list[bytes] = []
         size = 0
@@ -243,16 +264,102 @@ _request_counters: dict[tuple[str, str, int], Any] = {}
 _latency_histograms: dict[tuple[str, str], Any] = {}
 
 
-def count_request(method: str, route: str, status: int, elapsed: float) -> None:
+def _request_counter(method: str, route: str, status: int) -> Any:
     counter = _request_counters.get((method, route, status))
     if counter is None:
         counter = REQUESTS.labels(method, route, str(status))
         if len(_request_counters) < _CHILDREN_CACHED:
             _request_counters[method, route, status] = counter
-    counter.inc()
+    return counter
+
+
+def _latency_histogram(method: str, route: str) -> Any:
     histogram = _latency_histograms.get((method, route))
     if histogram is None:
         histogram = LATENCY.labels(method, route)
         if len(_latency_histograms) < _CHILDREN_CACHED:
             _latency_histograms[method, route] = histogram
-    histogram.observe(elapsed)
+    return histogram
+
+
+def _add_to_histogram(histogram: Any, buckets: list[float]) -> None:
+    """Adds a batch (per-bucket counts, then the sum of the values) to a Histogram child.
+
+    prometheus_client has no public call that adds more than one observation. This uses its
+    private attributes, as Histogram.observe does: `_buckets[i]`, the non-cumulative count of
+    bucket i, and `_sum`; tests/service/test_request_metrics.py fails if they change.
+    """
+    for i, count in enumerate(buckets[:-1]):
+        if count:
+            histogram._buckets[i].inc(count)
+    histogram._sum.inc(buckets[-1])
+
+
+class RequestMetrics(_WrittenLater):
+    """app_http_requests_total and app_http_request_duration_seconds, counted in the worker and
+    written to prometheus_client's children in batches.
+
+    Hand-written because under Gunicorn (PROMETHEUS_MULTIPROC_DIR) each child value is backed
+    by a shared file: every inc() and observe() takes a lock, checks the pid and writes the
+    file, three times per request (the counter, the histogram's sum and one bucket), which was
+    most of what the metrics cost per request (docs/benchmarks.md). Here a request adds to
+    plain dicts: per (method, route, status) a count; per (method, route) the per-bucket counts
+    and the sum of the durations, bucketed as Histogram.observe does (a value lands in the
+    first bucket whose upper bound is >= it). The totals are written at most `flush_seconds`
+    after the first unwritten request (a timer on the event loop; one loop per worker, so no
+    lock), and at once when /metrics is scraped (metrics_endpoint writes the scraping worker's
+    own before it collects), when the app shuts down (the Edge sees the lifespan) and at
+    interpreter exit. So a scrape served by another worker sees a request at most
+    `flush_seconds` late. Memory is bounded like the children caches: a label set beyond
+    _CHILDREN_CACHED unwritten ones is written at once.
+    """
+
+    def __init__(self, *, flush_seconds: float) -> None:
+        super().__init__(flush_seconds)
+        self._counts: dict[tuple[str, str, int], int] = {}
+        # Per (method, route): the unwritten count of each bucket, then the sum of the values.
+        self._latencies: dict[tuple[str, str], list[float]] = {}
+        _REQUEST_METRICS.add(self)
+
+    def count(self, method: str, route: str, status: int, elapsed: float) -> None:
+        key = (method, route, status)
+        counts = self._counts
+        count = counts.get(key)
+        if count is not None:
+            counts[key] = count + 1
+        elif len(counts) < _CHILDREN_CACHED:
+            counts[key] = 1
+        else:  # too many unwritten label sets (unknown methods): this one goes straight out
+            _request_counter(method, route, status).inc()
+        latency = self._latencies.get((method, route))
+        if latency is None:
+            if len(self._latencies) >= _CHILDREN_CACHED:
+                _latency_histogram(method, route).observe(elapsed)
+                self._schedule_flush()
+                return
+            latency = self._latencies[method, route] = [0.0] * (len(_LATENCY_BUCKETS) + 2)
+        # bisect_left: the first bound >= elapsed, as observe's `amount <= bound`; past the
+        # last finite bound, the index of +Inf's bucket.
+        latency[bisect_left(_LATENCY_BUCKETS, elapsed)] += 1
+        latency[-1] += elapsed
+        self._schedule_flush()
+
+    def _write(self) -> None:
+        counts, self._counts = self._counts, {}
+        latencies, self._latencies = self._latencies, {}
+        for (method, route, status), count in counts.items():
+            _request_counter(method, route, status).inc(count)
+        for (method, route), buckets in latencies.items():
+            _add_to_histogram(_latency_histogram(method, route), buckets)
+
+
+_REQUEST_METRICS: weakref.WeakSet[RequestMetrics] = weakref.WeakSet()
+
+
+def flush_request_metrics() -> None:
+    """Write every unwritten request count now (a scrape, interpreter exit)."""
+    for metrics in list(_REQUEST_METRICS):
+        metrics.flush()
+
+
+atexit.register(flush_request_metrics)

@@ -20,6 +20,9 @@ from tests.support.databases import REDIS_URL, create_database, drop_database
 from tests.support.processes import Server, image_command, make_image_venv, start_server
 
 PASSWORD = "load-test-password"
+# Each worker writes its request metrics to the shared files at most this late: a scrape served
+# by another worker sees a request once this has passed.
+METRICS_FLUSH_SECONDS = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +47,7 @@ def server(seeded_database: tuple[str, str], tmp_path: Path) -> Iterator[Server]
             "RATE_LIMIT_USER": "40/hour",  # GCRA: 40 at once, then one per 90 s
             "RATE_LIMIT_LOGIN": "100/minute",
             "ACCESS_LOG_FLUSH_SECONDS": "0.1",  # the tests read who served from the log
+            "METRICS_FLUSH_SECONDS": str(METRICS_FLUSH_SECONDS),
         },
         tmp_path,
         workers=2,
@@ -140,12 +144,15 @@ def test_the_rate_limit_is_global_across_workers(server: Server) -> None:
     assert statuses == Counter({200: 40, 429: total - 40})  # one budget, whoever served
 
 
+def _sample(text: str, prefix: str) -> float:
+    found = [line for line in text.splitlines() if line.startswith(prefix + " ")]
+    return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+
 def _health_count(server: Server) -> float:
+    time.sleep(3 * METRICS_FLUSH_SECONDS)  # the other worker's requests reach the files
     text = httpx.get(server.base_url + "/metrics").text
-    prefix = 'app_http_requests_total{method="GET",route="/health/live",status="200"}'
-    return float(
-        next(line for line in text.splitlines() if line.startswith(prefix)).rsplit(" ", 1)[1]
-    )
+    return _sample(text, 'app_http_requests_total{method="GET",route="/health/live",status="200"}')
 
 
 def test_metrics_cover_every_worker(server: Server) -> None:
@@ -153,3 +160,27 @@ def test_metrics_cover_every_worker(server: Server) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda _: httpx.get(server.base_url + "/health/live"), range(40)))
     assert _health_count(server) - before == 40.0  # every worker's requests, in one scrape
+
+
+def test_a_scrape_of_one_worker_sees_the_other_workers_requests(server: Server) -> None:
+    unmatched = 'app_http_requests_total{method="GET",route="unmatched",status="404"}'
+    ids = [uuid.uuid4().hex for _ in range(30)]
+    with httpx.Client(base_url=server.base_url) as one_connection:  # so one worker
+        for request_id in ids:
+            one_connection.get("/no-such-route", headers={"X-Request-ID": request_id})
+    time.sleep(3 * METRICS_FLUSH_SECONDS)
+    scrapes = {}
+    for _ in range(20):  # new connections until the other worker has served some
+        scrape_id = uuid.uuid4().hex
+        text = httpx.get(server.base_url + "/metrics", headers={"X-Request-ID": scrape_id}).text
+        scrapes[scrape_id] = _sample(text, unmatched)
+        time.sleep(0.3)  # the access lines are written in batches
+        access = [r for r in server.log_records() if r.get("logger") == "service.access"]
+        served = {r["request_id"]: r["pid"] for r in access}
+        counted_on = {served[i] for i in ids}
+        by_others = [n for i, n in scrapes.items() if served.get(i) not in counted_on]
+        if by_others:
+            break
+    assert len(counted_on) == 1  # one keep-alive connection, one worker
+    assert by_others, "no scrape reached the other worker"
+    assert by_others == [30.0] * len(by_others)

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from service import gunicorn_conf
 from tests.support.databases import REDIS_URL, create_database, drop_database
@@ -107,3 +109,35 @@ def test_access_lines_still_buffered_are_written_at_graceful_shutdown(server: Se
     access = [r for r in server.log_records() if r.get("logger") == "service.access"]
     logged = [r["request_id"] for r in access if r["request_id"] in set(sent)]
     assert sorted(logged) == sorted(sent)  # the readiness probes' lines besides
+
+
+def test_request_metrics_still_unwritten_are_written_at_graceful_shutdown(
+    database_url: str, tmp_path: Path
+) -> None:
+    # A metrics folder the test names outlives the server (Gunicorn removes only its own), and
+    # a flush interval longer than the test: only the shutdown flush can write these requests.
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "METRICS_FLUSH_SECONDS": "60",
+        "ACCESS_LOG_FLUSH_SECONDS": "60",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    server = start_server(env, tmp_path, workers=2)
+    sent = [uuid.uuid4().hex for _ in range(100)]
+    try:
+        for request_id in sent:  # a new connection each: both workers serve some
+            httpx.get(server.base_url + "/no-such-route", headers={"X-Request-ID": request_id})
+    finally:
+        assert server.stop() == 0  # SIGTERM, long before the 60 s flush interval
+    access = [r for r in server.log_records() if r.get("request_id") in set(sent)]
+    assert len({r["pid"] for r in access}) == 2, "both workers served"
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(metrics_dir))
+    labels = {"method": "GET", "route": "unmatched"}
+    name = "app_http_request_duration_seconds"
+    assert registry.get_sample_value("app_http_requests_total", labels | {"status": "404"}) == 100
+    assert registry.get_sample_value(f"{name}_count", labels) == 100
+    assert registry.get_sample_value(f"{name}_bucket", labels | {"le": "+Inf"}) == 100

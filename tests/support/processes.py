@@ -123,7 +123,8 @@ def start_server(
         }
         | env
     )
-    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if "PROMETHEUS_MULTIPROC_DIR" not in env:  # the server's own, unless the test names one
+        full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log_path = log_dir / f"server-{port}.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
