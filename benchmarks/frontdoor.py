@@ -1,17 +1,20 @@
 """`python -m benchmarks.frontdoor`: what the limiter adds to a request, in process.
 
-The whole app (create_app) on real PostgreSQL and Redis, driven through httpx's ASGI transport
-with `--in-flight` requests at a time, `GET /api/v1/users/me` with a bearer token: this
-process's CPU per request (app and client together), interleaved round by round, so a busy
+The whole app (create_app, access log and metrics off: they cost every variant the same) on
+real PostgreSQL and Redis, called as ASGI with `--in-flight` requests at a time on uvloop,
+`GET /api/v1/users/me` with a bearer token: this process's CPU per request (no HTTP parsing:
+the server's share is not here), interleaved round by round, so a busy
 machine shifts every variant alike. It counts CPU, not waiting, so it holds up better than
 req/s on a shared machine. The variants split what the limiter costs:
 
 - `off`: no limit checks (RATE_LIMIT_ENABLED=false);
 - `memory`: the same GCRA checks and headers, in this process, with no wait (the embedded
   store): what the checks themselves cost;
-- `instant`: the Redis path's batching, with a store that answers within the same pass of the
-  event loop, without I/O: what it costs a request to wait for its answer at all (the request
-  suspends and is resumed through its whole coroutine chain, as with a real reply);
+- `suspend`: the same in-process checks after one bare suspension of the request (it yields
+  to the event loop once and is resumed through its whole coroutine chain, as after any
+  awaited reply): what waiting at all costs;
+- `instant`: the Redis path's batching (a future per request, a task per batch), with a store
+  that answers without I/O;
 - `on`: Redis: the rest is the client's I/O (encoding, the socket, the reply).
  Run it pinned to one CPU: `taskset -c 0 .venv/bin/python -m
 benchmarks.frontdoor`. A diagnosis next to `benchmarks.run`, not a target.
@@ -21,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-import httpx
 import uvloop
 
 from benchmarks.limiter import cpu_seconds
@@ -42,7 +46,7 @@ PASSWORD = "benchmark-password"  # noqa: S105 (a throwaway database)
 GENEROUS = "100000000/minute"  # never reached: every request is checked, none refused
 
 
-VARIANTS = ("on", "instant", "memory", "off")
+VARIANTS = ("on", "instant", "suspend", "memory", "off")
 
 
 def settings(database_url: str, redis_url: str, *, variant: str) -> Settings:
@@ -51,10 +55,10 @@ def settings(database_url: str, redis_url: str, *, variant: str) -> Settings:
         redis_url=redis_url,
         app_name=f"bench-{uuid.uuid4().hex[:8]}",
         access_log="off",
-        log_level="WARNING",  # httpx logs each request at INFO
+        log_level="WARNING",
         metrics_enabled=False,
         rate_limit_enabled=variant != "off",
-        rate_limit_storage="memory" if variant == "memory" else "redis",
+        rate_limit_storage="memory" if variant in ("memory", "suspend") else "redis",
         rate_limit_user=GENEROUS,
         rate_limit_login=GENEROUS,
         rate_limit_client=GENEROUS,
@@ -73,21 +77,53 @@ def answer_at_once(limiter: Limiter) -> None:
     limiter.run_batch = run_batch  # type: ignore[method-assign]
 
 
+def suspend_once(limiter: Limiter) -> None:
+    """The `suspend` variant: the in-process store's answer after one yield to the loop."""
+    answer = limiter.run
+
+    async def run(keys: Sequence[str], args: Sequence[int], now: int | None = None) -> Any:
+        await asyncio.sleep(0)
+        return await answer(keys, args, now)
+
+    limiter.run = run  # type: ignore[method-assign]
+
+
 async def measure(app: object, token: str, *, requests: int, in_flight: int) -> float:
-    """CPU µs per request of this process."""
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+    """CPU µs per request of this process: the ASGI app called directly, as the server calls it
+    (an HTTP client in the same process would suspend and resume with every request too)."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/api/v1/users/me",
+        "raw_path": b"/api/v1/users/me",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"bench"), (b"authorization", f"Bearer {token}".encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    statuses: list[int] = []
 
-        async def loop(n: int) -> None:
-            for _ in range(n):
-                response = await client.get("/api/v1/users/me", headers=headers)
-                assert response.status_code == 200, response.text
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
 
-        await asyncio.gather(*(loop(20) for _ in range(in_flight)))  # warm-up
-        cpu = cpu_seconds()
-        await asyncio.gather(*(loop(requests // in_flight) for _ in range(in_flight)))
-        return 1e6 * (cpu_seconds() - cpu) / (requests // in_flight * in_flight)
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            await app(dict(scope, state={}), receive, send)  # type: ignore[operator]
+
+    await asyncio.gather(*(loop(20) for _ in range(in_flight)))  # warm-up
+    cpu = cpu_seconds()
+    await asyncio.gather(*(loop(requests // in_flight) for _ in range(in_flight)))
+    spent = cpu_seconds() - cpu
+    assert set(statuses) == {200}, f"not all 200: {sorted(set(statuses))}"
+    return 1e6 * spent / (requests // in_flight * in_flight)
 
 
 async def main(argv: list[str] | None = None) -> None:
@@ -103,6 +139,11 @@ async def main(argv: list[str] | None = None) -> None:
         for label in VARIANTS
     }
     answer_at_once(apps["instant"].state.limiter)
+    suspend_once(apps["suspend"].state.limiter)
+    # As each Gunicorn worker does once the app is built (gunicorn_conf.post_worker_init):
+    # without it, the requests in flight while one waits make the collector walk the whole
+    # start-up heap again and again, and waiting looks several times dearer than in a worker.
+    gc.freeze()
     try:
         hasher = PasswordHasher(apps["on"].state.settings)
         async with apps["on"].state.sessionmaker() as session, session.begin():
@@ -118,13 +159,16 @@ async def main(argv: list[str] | None = None) -> None:
                 cpu = await measure(app, token, requests=opts.requests, in_flight=opts.in_flight)
                 figures[label].append(cpu)
                 print(f"| {round_} | {label} | {cpu:.0f} |", flush=True)
-        on, instant, memory, off = (statistics.median(figures[label]) for label in VARIANTS)
+        on, instant, suspend, memory, off = (
+            statistics.median(figures[label]) for label in VARIANTS
+        )
         print(
-            f"\nmedians (µs): on {on:.0f}, instant {instant:.0f}, memory {memory:.0f}, "
-            f"off {off:.0f}"
+            f"\nmedians (µs): on {on:.0f}, instant {instant:.0f}, suspend {suspend:.0f}, "
+            f"memory {memory:.0f}, off {off:.0f}"
         )
         print(f"- the checks and headers (memory - off): {memory - off:.0f}")
-        print(f"- waiting for an answer at all (instant - memory): {instant - memory:.0f}")
+        print(f"- one suspension of the request (suspend - memory): {suspend - memory:.0f}")
+        print(f"- the batching, a future per request (instant - suspend): {instant - suspend:.0f}")
         print(f"- the Redis client's I/O (on - instant): {on - instant:.0f}")
         print(
             f"- in all: {on - off:.0f} ({100 * (on - off) / off:.0f} % of `off`), "
