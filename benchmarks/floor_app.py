@@ -7,6 +7,11 @@ logging, no metrics. The full stack is judged against it; it is served exactly l
 
     gunicorn --config python:service.gunicorn_conf benchmarks.floor_app:app
 
+`/health/live/with-headers` is not part of the floor: the same answer with the response headers
+the service adds to every response (security headers, a request id), pre-encoded as the
+service's edge adds them. `make benchmark` measures it for context: what those headers alone
+cost a server that does nothing else.
+
 It reads the service's own settings (JWT_SECRET, JWT_ISSUER, JWT_AUDIENCE, DATABASE_URL,
 DB_POOL_SIZE + DB_MAX_OVERFLOW), so one environment configures both.
 """
@@ -21,8 +26,10 @@ from typing import Any
 import asyncpg
 import jwt
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 
 from service.auth.tokens import REQUIRED_CLAIMS
+from service.kit.edge import response_headers
 from service.settings import load_settings
 
 settings = load_settings()
@@ -47,6 +54,17 @@ app = FastAPI(lifespan=lifespan)
 @app.get("/health/live")
 async def live() -> dict[str, str]:
     return {"status": "ok"}
+
+
+# As the service in production sends them (HSTS on), plus a request id of the usual length.
+SERVICE_HEADERS = [*response_headers(hsts=True), (b"x-request-id", b"0" * 32)]
+
+
+@app.get("/health/live/with-headers", include_in_schema=False)
+async def live_with_headers() -> JSONResponse:
+    response = JSONResponse({"status": "ok"})
+    response.raw_headers.extend(SERVICE_HEADERS)
+    return response
 
 
 @app.get("/api/v1/users/me")

@@ -60,6 +60,7 @@ SERVER_CPU, CLIENT_CPU = "0", "1"
 GENEROUS = "100000000/minute"  # the limiter runs on every request and never answers 429
 EMAIL = "loadtest-0@example.com"  # the first user `python -m service seed-loadtest` makes
 ME, LIVE, TOKEN = "/api/v1/users/me", "/health/live", "/api/v1/auth/token"
+LIVE_HEADERS = "/health/live/with-headers"  # the floor's, for context (floor_app.py)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 BENCH_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/14"  # a Redis database of the benchmarks' own
 
@@ -433,7 +434,8 @@ def measure_all(
         marks = (total // 5, total) if label in ("full_on", "floor") else (total // 5,)
         results["memory"][label] = memory(server, token, marks, opts.connections)
         say(f"{label}: worker RSS {results['memory'][label]}")
-    runs = [(label, ME) for label in servers] + [("full_on", LIVE), ("floor", LIVE)]
+    runs = [(label, ME) for label in servers]
+    runs += [("full_on", LIVE), ("floor", LIVE), ("floor", LIVE_HEADERS)]
     for round_ in range(1, opts.rounds + 1):
         for label, path in rotated(runs, round_ - 1):
             kw = {"token": token} if path == ME else {}

@@ -86,3 +86,17 @@ def test_a_5xx_during_the_flood_fails_it() -> None:
     results["flood"][0]["logins"]["statuses"]["5xx"] = 1
     (fivexx,) = [c for c in verdicts(results) if c["check"] == "login flood: 5xx answers"]
     assert not fivexx["met"]
+
+
+def test_the_floor_with_the_services_headers_is_context_not_a_target() -> None:
+    results = _results([_balance((0.5, 0.5))])
+    for round_ in (1, 2, 3):
+        results["runs"].append(_run("floor", LIVE + "/with-headers", round_, 4250, 5))
+    checks = {c["check"]: c for c in verdicts(results)}
+    headers = checks[
+        "context: /health/live req/s, floor with the service's response headers / floor"
+    ]
+    assert headers["value"] == 0.85
+    assert headers["context"] is True
+    assert not headers["met"]
+    assert all(c["met"] for c in checks.values() if not c.get("context"))
