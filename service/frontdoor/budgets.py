@@ -16,7 +16,7 @@ USERNAME_MAX = 320
 class Policy:
     """A limit (the `limits` notation) under a name, as the script and the headers need it."""
 
-    __slots__ = ("args", "items", "name", "prefix", "windows")
+    __slots__ = ("args", "header", "items", "name", "prefix", "windows")
 
     def __init__(self, name: str, text: str, prefix: str) -> None:
         self.name = name
@@ -25,9 +25,8 @@ class Policy:
         self.args = tuple(n for w in self.windows for n in (w.interval, w.capacity))
         # Quota policy items of draft-ietf-httpapi-ratelimit-headers (RateLimit-Policy).
         self.items = tuple(f'"{name}-{w.seconds}s"' for w in self.windows)
-
-    def policy_header(self) -> str:
-        return ", ".join(
+        # Its RateLimit-Policy members, the same for every request: built once.
+        self.header = ", ".join(
             f"{item};q={w.amount};w={w.seconds}"
             for item, w in zip(self.items, self.windows, strict=True)
         )

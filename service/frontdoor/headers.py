@@ -28,7 +28,7 @@ class Quota:
         at = 1
         for charge in charges:
             policy = charge.policy
-            self.policies.append(policy.policy_header())
+            self.policies.append(policy.header)
             for item in policy.items:
                 # r: remaining requests; t: seconds until the window is full again.
                 self.states.append(f"{item};r={reply[at]};t={math.ceil(reply[at + 1] / MICROS)}")
