@@ -29,7 +29,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from service.auth.tokens import REQUIRED_CLAIMS
-from service.kit.edge import response_headers
+from service.kit.security_headers import response_headers
 from service.settings import load_settings
 
 settings = load_settings()

@@ -25,23 +25,7 @@ from service.kit.observability import (
     RequestMetrics,
 )
 from service.kit.problems import problem
-
-# --- security headers -----------------------------------------------------------------------
-_COMMON = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-]
-_CSP = b"content-security-policy"
-# The API serves JSON only: a browser that renders a response must load and run nothing.
-API_CSP = b"default-src 'none'; frame-ancestors 'none'"
-_HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
-
-
-def response_headers(*, hsts: bool) -> list[tuple[bytes, bytes]]:
-    """The headers the edge adds to a JSON response (benchmarks/floor_app.py measures them)."""
-    return [(_CSP, API_CSP), *_COMMON, *([_HSTS] if hsts else [])]
+from service.kit.security_headers import CSP, response_headers
 
 
 class HeaderSource(Protocol):
@@ -224,7 +208,7 @@ class Edge:
 def _has_csp(headers: list[tuple[bytes, bytes]]) -> bool:
     # A loop, not any(): no generator object on every response.
     for name, _ in headers:  # noqa: SIM110
-        if name.lower() == _CSP:
+        if name.lower() == CSP:
             return True
     return False
 
