@@ -34,6 +34,7 @@ from typing import Any
 import uvloop
 
 from benchmarks.limiter import cpu_seconds
+from benchmarks.middleware import get_scope
 from service.auth.passwords import PasswordHasher
 from service.main import create_app
 from service.ratelimit.limiter import Limiter, Request
@@ -91,20 +92,7 @@ def suspend_once(limiter: Limiter) -> None:
 async def measure(app: object, token: str, *, requests: int, in_flight: int) -> float:
     """CPU µs per request of this process: the ASGI app called directly, as the server calls it
     (an HTTP client in the same process would suspend and resume with every request too)."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/api/v1/users/me",
-        "raw_path": b"/api/v1/users/me",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"bench"), (b"authorization", f"Bearer {token}".encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
+    scope = get_scope("/api/v1/users/me", [(b"authorization", f"Bearer {token}".encode())])
     statuses: list[int] = []
 
     async def receive() -> dict[str, Any]:
