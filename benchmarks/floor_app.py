@@ -56,17 +56,6 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-# As the service in production sends them (HSTS on), plus a request id of the usual length.
-SERVICE_HEADERS = [*response_headers(hsts=True), (b"x-request-id", b"0" * 32)]
-
-
-@app.get("/health/live/with-headers", include_in_schema=False)
-async def live_with_headers() -> JSONResponse:
-    response = JSONResponse({"status": "ok"})
-    response.raw_headers.extend(SERVICE_HEADERS)
-    return response
-
-
 @app.get("/api/v1/users/me")
 async def me(request: Request) -> dict[str, Any]:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -89,3 +78,15 @@ async def me(request: Request) -> dict[str, Any]:
     if row is None or not row["is_active"]:
         raise HTTPException(401, "invalid token")
     return dict(row)
+
+
+# Last, so the floor's own routes are matched as before. As the service in production sends
+# them (HSTS on), plus a request id of the usual length.
+SERVICE_HEADERS = [*response_headers(hsts=True), (b"x-request-id", b"0" * 32)]
+
+
+@app.get("/health/live/with-headers", include_in_schema=False)
+async def live_with_headers() -> JSONResponse:
+    response = JSONResponse({"status": "ok"})
+    response.raw_headers.extend(SERVICE_HEADERS)
+    return response
