@@ -45,6 +45,7 @@ from loadtests.sizing.select import (
     Repetition,
     hpa_advice,
     memory_advice,
+    plan_search,
     recommend,
     summarise,
     validity,
@@ -270,19 +271,18 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         for i, (workers, rep) in enumerate(schedule, 1):
-            earlier = [r.lambda_star for r in reps if r.workers == workers and r.lambda_star]
-            start, growth = (
-                (round(0.95 * statistics.median(earlier), 1), 1.15)
-                if earlier
-                else (plan.start_rps, 2.0)
-            )
+            found = {
+                w: [r.lambda_star for r in reps if r.workers == w and r.lambda_star] for w in counts
+            }
+            search = plan_search(workers, found, plan.start_rps, objective.precision, plan.max_rps)
             say(
-                f"[{i}/{len(schedule)}] {workers} worker(s), repetition {rep}, from {start:g} req/s"
+                f"[{i}/{len(schedule)}] {workers} worker(s), repetition {rep}, "
+                f"from {search.start:g} req/s"
             )
             progress.current = "waiting for a quiet machine"
             progress.waits.append(wait_for_quiet(args.quiet_wait, args.quiet_cpus, say))
             try:
-                record = repetition(plan, workers, rep, say, progress, start, growth)
+                record = repetition(plan, workers, rep, say, progress, search)
             except Exception as error:  # reported; the run goes on with the next repetition
                 say(f"  repetition failed: {error} (see {plan.out}/logs/)")
                 progress.reps_done += 1

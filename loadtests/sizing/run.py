@@ -116,12 +116,14 @@ class Progress:
 
 
 def estimate_duration_s(
-    plan: Plan, counts: int, reps: int, first_steps: int = 9, later_steps: int = 5
+    plan: Plan, counts: int, reps: int, first: int = 10, first_of_count: int = 5, later: int = 3
 ) -> float:
-    """What a run takes, before anything is measured: each count's first repetition ramps from
-    --start-rps (about `first_steps` steps), later ones start near the earlier λ*."""
+    """What a run takes, before anything is measured, in steps per repetition (`plan_search`):
+    the run's first repetition ramps from --start-rps, each other count's first starts at a
+    measured count's λ*, later repetitions just below their count's own."""
     step = plan.warmup_s + plan.window_s + plan.cooldown_s + 6  # Locust's start and stop
-    return counts * (reps * (later_steps * step + 40) + (first_steps - later_steps) * step)
+    steps = first + (counts - 1) * first_of_count + counts * (reps - 1) * later
+    return steps * step + counts * reps * 40
 
 
 def machine_busy(seconds: float = 2.0) -> float:
@@ -441,7 +443,7 @@ class RepetitionRecord:
 
 
 def repetition(
-    plan: Plan, workers: int, rep: int, say: Say, progress: Progress, start: float, growth: float
+    plan: Plan, workers: int, rep: int, say: Say, progress: Progress, search: Search
 ) -> RepetitionRecord:
     """A fresh database and server for `workers`; search λ*; the figures at λ*."""
     began = time.monotonic()
@@ -478,12 +480,6 @@ def repetition(
                     "LOADTEST_USERS": str(plan.seed_users),
                     "LOADTEST_API_KEY": api_key,
                 }
-                search = Search(
-                    start=min(start, plan.max_rps),
-                    growth=growth,
-                    precision=plan.objective.precision,
-                    max_rps=plan.max_rps,
-                )
                 trials: list[tuple[float, bool]] = []
                 while (rate := next_rate(search, trials)) is not None:
                     record = None

@@ -10,6 +10,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from statistics import median
 from typing import Any
 
 from loadtests.sizing.mix import CLASSES, mix_deviations
@@ -158,12 +159,18 @@ def verdict(step: StepResult, objective: Objective) -> Verdict:
 
 @dataclass(frozen=True)
 class Search:
-    """Ramp (multiply by `growth` while steps pass), then bisect (geometrically) between the
-    highest pass and the lowest fail until they are within `precision` of each other."""
+    """Ramp from `start` (multiply by `growth` while steps pass, divide while they fail), then
+    bisect geometrically between the highest pass and the lowest fail until they are within
+    `precision` of each other.
+
+    With `expand` > 1 each further move in the same direction raises the factor to that power
+    (2: growth, growth², growth⁴, ...): a start within `precision` of λ* brackets it in two
+    steps, and a start far off still reaches it in a few."""
 
     start: float
     growth: float = 2.0
     precision: float = 0.03
+    expand: float = 1.0
     min_rps: float = 1.0
     max_rps: float = 100_000.0
 
@@ -181,17 +188,45 @@ def next_rate(search: Search, trials: Sequence[tuple[float, bool]]) -> float | N
     if not trials:
         return search.start
     low, high = bracket(trials)
+    factor = search.growth ** (search.expand ** (len(trials) - 1))
     if high is None:
         assert low is not None
-        nxt = low * search.growth
+        nxt = low * factor
         return None if low >= search.max_rps else round(min(nxt, search.max_rps), 1)
     if low is None:
-        nxt = high / search.growth
+        nxt = high / factor
         return None if high <= search.min_rps else round(max(nxt, search.min_rps), 1)
     if (high - low) / low <= search.precision:
         return None
     nxt = round(math.sqrt(low * high), 1)
     return None if nxt in (low, high) else nxt
+
+
+def plan_search(
+    workers: int,
+    found: Mapping[int, Sequence[float]],
+    first_rps: float,
+    precision: float,
+    max_rps: float,
+) -> Search:
+    """Where a repetition's search starts, from the λ* found so far (per worker count).
+
+    - Later repetitions of a count start just below its median λ*, stepping by less than
+      `precision`: when λ* is where it was, a pass and then a fail bracket it in two steps.
+    - A count's first repetition starts at the nearest measured count's median (a pod's CPU
+      limit, not its worker count, sets most of its capacity), ramping by 10 %.
+    - The run's first repetition ramps by doubling from `first_rps`.
+    Every start expands its steps when λ* is elsewhere (`Search.expand`)."""
+    own = found.get(workers)
+    if own:
+        step = 1 + precision * 0.9  # below `precision` after rounding to 0.1 req/s
+        start = median(own) / math.sqrt(step)
+        return Search(round(start, 1), step, precision, expand=2.0, max_rps=max_rps)
+    measured = sorted((abs(w - workers), w) for w, values in found.items() if values)
+    if measured:
+        nearest = measured[0][1]
+        return Search(round(median(found[nearest]), 1), 1.1, precision, expand=2.0, max_rps=max_rps)
+    return Search(first_rps, 2.0, precision, max_rps=max_rps)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from statistics import median
 
 import pytest
 
@@ -20,6 +21,7 @@ from loadtests.sizing.select import (
     hpa_advice,
     memory_advice,
     next_rate,
+    plan_search,
     recommend,
     summarise,
     validity,
@@ -140,6 +142,70 @@ def test_the_search_walks_down_when_the_start_fails_and_ignores_noisy_passes() -
     # A pass above the lowest fail is noise: it does not move the bracket.
     assert bracket([(100, True), (80, False), (120, True), (60, True)]) == (60, 80)
     assert next_rate(Search(start=10, max_rps=20), [(10, True), (20, True)]) is None
+
+
+def search_until_done(search: Search, lambda_star: float) -> list[tuple[float, bool]]:
+    trials: list[tuple[float, bool]] = []
+    while (rate := next_rate(search, trials)) is not None:
+        trials.append((rate, rate <= lambda_star))
+    return trials
+
+
+def test_an_expanding_search_squares_its_factor_with_each_move() -> None:
+    search = Search(start=100, growth=1.03, expand=2.0)
+
+    up = search_until_done(search, lambda_star=150)
+    assert [rate for rate, _ in up[:5]] == [100, 103.0, 109.3, 123.0, 155.8]
+    down = search_until_done(search, lambda_star=60)
+    assert [rate for rate, _ in down[:5]] == [100, 97.1, 91.5, 81.3, 64.2]
+    for trials in (up, down):
+        low, high = bracket(trials)
+        assert low is not None
+        assert high is not None
+        assert (high - low) / low <= 0.03
+
+
+def test_a_later_repetition_brackets_its_counts_median_in_two_steps() -> None:
+    search = plan_search(2, {1: [300.0], 2: [200.0, 210.0]}, 50, 0.03, 20_000)
+
+    assert search.start < 205 < search.start * search.growth
+    for lambda_star in (205.0, 203.0, 207.5):
+        trials = search_until_done(search, lambda_star)
+        assert len(trials) == 2
+        assert bracket(trials)[0] is not None
+    assert len(search_until_done(search, 190)) == 4  # further off: still a few steps
+
+
+def test_a_counts_first_repetition_starts_at_the_nearest_measured_count() -> None:
+    found: dict[int, list[float]] = {1: [300.0, 320.0], 2: [], 5: [500.0]}
+
+    assert plan_search(2, found, 50, 0.03, 20_000) == Search(
+        310.0, 1.1, 0.03, expand=2.0, max_rps=20_000
+    )
+    assert plan_search(3, found, 50, 0.03, 20_000).start == 310.0  # a tie: the lower count
+    assert plan_search(4, found, 50, 0.03, 20_000).start == 500.0
+    assert plan_search(1, {}, 50, 0.03, 400) == Search(50, 2.0, 0.03, max_rps=400)
+
+
+def test_planned_searches_cost_fewer_steps_than_ramping_from_the_start() -> None:
+    """Three counts x five repetitions against λ* that differ by count and drift by a few
+    percent between repetitions: the steps `plan_search` takes against the old rule (each
+    count's first repetition from --start-rps, later ones from 0.95 x median by 1.15)."""
+    truth = {1: 480.0, 2: 520.0, 3: 505.0}
+    drift = [1.0, 1.02, 0.98, 1.04, 0.97]
+    found: dict[int, list[float]] = {w: [] for w in truth}
+    planned = old = 0
+    for rep in range(5):
+        for workers, star in truth.items():
+            star *= drift[rep]
+            trials = search_until_done(plan_search(workers, found, 50, 0.03, 20_000), star)
+            planned += len(trials)
+            earlier = found[workers]
+            start = (round(0.95 * median(earlier), 1), 1.15) if earlier else (50, 2.0)
+            old += len(search_until_done(Search(start[0], start[1]), star))
+            found[workers].append(bracket(trials)[0] or 0)
+
+    assert (planned, old) == (54, 90)
 
 
 def test_cost_counts_cpu_memory_and_connections_per_pod() -> None:
