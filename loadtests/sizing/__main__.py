@@ -32,8 +32,10 @@ from loadtests.sizing.run import (
     Progress,
     RepetitionRecord,
     estimate_duration_s,
+    estimated_steps,
     progress_thread,
     repetition,
+    step_seconds,
     wait_for_quiet,
 )
 from loadtests.sizing.select import (
@@ -194,9 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     if (load := os.getloadavg()[0]) > 0.5:
         say(f"warning: load average {load:.1f}: other work on this machine will skew the figures")
     progress = Progress(total_reps=len(schedule))
-    stop = progress_thread(
-        progress, say, args.progress, plan.warmup_s + plan.window_s + plan.cooldown_s + 6
-    )
+    per_rep = estimated_steps(len(counts), args.reps) / len(schedule)
+    stop = progress_thread(progress, say, args.progress, per_rep, step_seconds(plan))
     reps: list[Repetition] = []
     records: list[RepetitionRecord] = []
 

@@ -104,9 +104,11 @@ class Progress:
     waits: list[float] = field(default_factory=list)  # seconds spent waiting for a quiet machine
     current: str = "starting"
 
-    def eta_s(self, default_steps: int, default_step_s: float) -> float:
+    def eta_s(self, default_steps: float, default_step_s: float) -> float:
         step = statistics.median(self.step_seconds) if self.step_seconds else default_step_s
-        steps = statistics.mean(self.steps_per_rep) if self.steps_per_rep else default_steps
+        # The run's first repetition ramps from --start-rps; the others start near λ*.
+        later = self.steps_per_rep[1:]
+        steps = statistics.mean(later) if later else default_steps
         retry_share = self.retries / self.steps_done if self.steps_done else 0.0
         overhead = statistics.median(self.rep_overhead) if self.rep_overhead else 30.0
         overhead += statistics.mean(self.waits) if self.waits else 0.0
@@ -115,15 +117,22 @@ class Progress:
         return max(0.0, left * (steps * (1 + retry_share) * step + overhead) - in_current * step)
 
 
-def estimate_duration_s(
-    plan: Plan, counts: int, reps: int, first: int = 10, first_of_count: int = 5, later: int = 3
-) -> float:
-    """What a run takes, before anything is measured, in steps per repetition (`plan_search`):
-    the run's first repetition ramps from --start-rps, each other count's first starts at a
-    measured count's λ*, later repetitions just below their count's own."""
-    step = plan.warmup_s + plan.window_s + plan.cooldown_s + 6  # Locust's start and stop
-    steps = first + (counts - 1) * first_of_count + counts * (reps - 1) * later
-    return steps * step + counts * reps * 40
+def estimated_steps(
+    counts: int, reps: int, first: int = 10, first_of_count: int = 5, later: int = 3
+) -> int:
+    """Steps a run takes, before anything is measured (`plan_search`): the run's first
+    repetition ramps from --start-rps, each other count's first starts at a measured count's
+    λ*, later repetitions just below their count's own."""
+    return first + (counts - 1) * first_of_count + counts * (reps - 1) * later
+
+
+def step_seconds(plan: Plan) -> float:
+    return plan.warmup_s + plan.window_s + plan.cooldown_s + 6  # Locust's start and stop
+
+
+def estimate_duration_s(plan: Plan, counts: int, reps: int) -> float:
+    """What a run takes, before anything is measured (about 40 s to set up each server)."""
+    return estimated_steps(counts, reps) * step_seconds(plan) + counts * reps * 40
 
 
 def machine_busy(seconds: float = 2.0) -> float:
@@ -580,15 +589,16 @@ def _line(record: StepRecord) -> str:
 
 
 def progress_thread(
-    progress: Progress, say: Say, every_s: float, default_step_s: float
+    progress: Progress, say: Say, every_s: float, default_steps: float, default_step_s: float
 ) -> threading.Event:
-    """Prints a progress line every `every_s` seconds until the returned event is set."""
+    """Prints a progress line every `every_s` seconds until the returned event is set; until
+    repetitions are measured, the ETA assumes `default_steps` of `default_step_s` each."""
     stop = threading.Event()
 
     def loop() -> None:
         while not stop.wait(every_s):
             elapsed = time.monotonic() - progress.started
-            eta = progress.eta_s(6, default_step_s)  # estimate_duration_s's first/later mix
+            eta = progress.eta_s(default_steps, default_step_s)
             say(
                 f"[progress] {progress.reps_done}/{progress.total_reps} repetitions, "
                 f"{progress.steps_done} steps ({progress.retries} retried); "

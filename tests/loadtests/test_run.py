@@ -37,14 +37,17 @@ def test_parse_stats_separates_schedule_probes_setup_and_429s() -> None:
 
 
 def test_progress_eta_counts_retries_and_overhead() -> None:
-    progress = Progress(total_reps=4, reps_done=2, steps_done=10, retries=2)
-    progress.step_seconds = [80.0] * 10
-    progress.steps_per_rep = [5, 5]
+    progress = Progress(total_reps=4, reps_done=2, steps_done=16, retries=4)
+    progress.step_seconds = [80.0] * 16
+    progress.steps_per_rep = [10, 4]  # the run's first repetition ramps: not a guide
     progress.rep_overhead = [30.0, 40.0]
     progress.waits = [10.0, 0.0]
 
-    # 2 left x (5 steps x 1.2 for retries x 80 s + 35 s overhead + 5 s waiting)
-    assert progress.eta_s(8, 80) == 2 * (5 * 1.2 * 80 + 35 + 5)
+    # 2 left x (4 steps x 1.25 for retries x 80 s + 35 s overhead + 5 s waiting), 2 steps of
+    # the current one done
+    assert progress.eta_s(8, 80) == 2 * (4 * 1.25 * 80 + 35 + 5) - 2 * 80
+    # Before a repetition is measured: the default steps and step time.
+    assert Progress(total_reps=3).eta_s(3.5, 80) == 3 * (3.5 * 80 + 30)
 
 
 def test_the_full_run_is_estimated_before_it_starts() -> None:
