@@ -139,11 +139,12 @@ class AppConfig:
     # Where the app pods may open connections besides DNS and the in-cluster stores: the
     # managed databases, the IdP's JWKS host. Cloud metadata addresses are always excluded.
     egress_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
-    # The service's other budgets (RATE_LIMIT_CLIENT, RATE_LIMIT_USER, RATE_LIMIT_API_KEY_DEFAULT);
-    # None: the service's default (SERVICE_RATE_LIMITS).
+    # The service's other budgets (RATE_LIMIT_CLIENT, RATE_LIMIT_USER, RATE_LIMIT_API_KEY_DEFAULT,
+    # RATE_LIMIT_LOGIN_IP); None: the service's default (SERVICE_RATE_LIMITS).
     rate_limit_client: str | None = None
     rate_limit_user: str | None = None
     rate_limit_api_key_default: str | None = None
+    rate_limit_login_ip: str | None = None
 
     def rate_limit(self, name: str) -> str:
         """The limit the service applies for stack key `name`: the stack's or its default."""
@@ -220,6 +221,7 @@ PLAIN_KEYS = (
     "rateLimitClient",
     "rateLimitUser",
     "rateLimitApiKeyDefault",
+    "rateLimitLoginIp",
     "firstAdminEmail",
     "monitoringNamespace",
     "egressCidrs",
@@ -288,11 +290,13 @@ SERVICE_RATE_LIMITS = {
     "rateLimitClient": "2400/minute",  # RATE_LIMIT_CLIENT: per client address (IPv6: per /64)
     "rateLimitUser": "600/minute",  # RATE_LIMIT_USER: per user (each seeded account)
     "rateLimitApiKeyDefault": "1200/minute",  # RATE_LIMIT_API_KEY_DEFAULT: the seeded key's tier
+    "rateLimitLoginIp": "30/minute",  # RATE_LIMIT_LOGIN_IP: password checks per client address
 }
 _RATE_LIMIT_FIELDS = {
     "rateLimitClient": "rate_limit_client",
     "rateLimitUser": "rate_limit_user",
     "rateLimitApiKeyDefault": "rate_limit_api_key_default",
+    "rateLimitLoginIp": "rate_limit_login_ip",
 }
 # A load test is refused unless each budget it spends allows this multiple of the sustained rate
 # it sends that budget: room for the Poisson schedule's bursts, a scheduler catching up after a
@@ -459,6 +463,14 @@ def per_second(limit: str) -> float:
     return min(rates)
 
 
+def burst(limit: str) -> int:
+    """The most requests a limit lets through at once: its smallest window's amount (each window
+    is a GCRA that allows a burst of its amount)."""
+    if not re.fullmatch(LIMIT_PATTERN, limit):
+        raise ValueError(f"{limit!r} is not a rate limit such as '100/minute'")
+    return min(int(re.split(r"/|per", part)[0]) for part in re.split(r"[;,|]", limit))
+
+
 def loadtest_rates(loadtest: LoadtestConfig) -> dict[str, tuple[float, str]]:
     """Per budget (its stack key): the sustained requests per second the load test sends it, and
     who that is.
@@ -506,6 +518,17 @@ def loadtest_rates(loadtest: LoadtestConfig) -> dict[str, tuple[float, str]]:
     }
 
 
+def loadtest_login_burst(loadtest: LoadtestConfig) -> tuple[int, str]:
+    """The password checks one client address sends at once, and who that is: each Locust process
+    logs its accounts in when it starts (loadtests/locustfile.py, inside the warm-up), one after
+    another, so its share of the seeded accounts arrives as one burst. Later logins (one per
+    account per token lifetime) are far below any login limit. Addresses as in `loadtest_rates`."""
+    if loadtest.target == "pod":
+        share = math.ceil(loadtest.seed_users / loadtest.workers)
+        return share, f"each Locust worker pod ({share} of {loadtest.seed_users} accounts)"
+    return loadtest.seed_users, "the one address the ingress controller may see every worker from"
+
+
 def _per_minute(rate: float) -> int:
     """A rate per second as whole requests a minute, rounded up (past float noise: 1800.0000001
     is 1800)."""
@@ -530,6 +553,14 @@ def check_loadtest_limits(app: AppConfig, loadtest: LoadtestConfig) -> None:
                 f"{key(name)} is {limit!r} ({per_second(limit):.3g}/s) and {who} gets "
                 f"{expected:.3g}/s, so set at least '{_per_minute(needed)}/minute'"
             )
+    logins, who = loadtest_login_burst(loadtest)
+    login_limit = app.rate_limit("rateLimitLoginIp")
+    if burst(login_limit) < logins:
+        short.append(
+            f"{key('rateLimitLoginIp')} is {login_limit!r} (a burst of {burst(login_limit)}) "
+            f"and {who} logs in {logins} accounts at once when it starts, so set at least "
+            f"'{logins}/minute' (or fewer {key('loadtestSeedUsers')})"
+        )
     if short:
         raise ConfigError(
             f"the load test's {key('loadtestArrivalRate')} {loadtest.arrival_rate:g} req/s would "
@@ -597,6 +628,7 @@ def _app(r: _Reader, secrets: Mapping[str, pulumi.Input[str]]) -> AppConfig:
         rate_limit_client=r.limit("rateLimitClient"),
         rate_limit_user=r.limit("rateLimitUser"),
         rate_limit_api_key_default=r.limit("rateLimitApiKeyDefault"),
+        rate_limit_login_ip=r.limit("rateLimitLoginIp"),
         first_admin_email=r.opt("firstAdminEmail"),
         first_admin_password=secrets.get("firstAdminPassword"),
         jwt_secret=secrets.get("jwtSecret"),

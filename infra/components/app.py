@@ -88,6 +88,7 @@ def settings_env(app: AppConfig, exposure: ExposureConfig) -> dict[str, str]:
         "RATE_LIMIT_CLIENT": app.rate_limit_client,
         "RATE_LIMIT_USER": app.rate_limit_user,
         "RATE_LIMIT_API_KEY_DEFAULT": app.rate_limit_api_key_default,
+        "RATE_LIMIT_LOGIN_IP": app.rate_limit_login_ip,
     }
     env.update({name: value for name, value in limits.items() if value})  # unset: the default
     if app.first_admin_email:

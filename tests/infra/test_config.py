@@ -311,6 +311,24 @@ def test_every_budget_the_run_would_exceed_is_named_and_raising_them_passes() ->
     assert "blueprint:rateLimitClient" not in str(short.value)
 
 
+def test_accounts_logging_in_past_the_login_budget_of_one_address_are_refused() -> None:
+    # Each Locust worker pod logs its share of the accounts in at start: 80 over 2 pods is 40 at
+    # once from one address, over the service's 30/minute per address.
+    with pytest.raises(ConfigError) as refused:
+        per_pod(loadtestSeedUsers="80")
+    message = str(refused.value)
+    assert "blueprint:rateLimitLoginIp is '30/minute' (a burst of 30)" in message
+    assert "each Locust worker pod (40 of 80 accounts) logs in 40 accounts at once" in message
+    assert "so set at least '40/minute'" in message
+    assert "blueprint:rateLimitClient" not in message
+    assert per_pod(loadtestSeedUsers="80", rateLimitLoginIp="40/minute").loadtest.enabled
+    assert per_pod(loadtestSeedUsers="80", loadtestWorkers="3").loadtest.enabled  # 27 each
+    # End to end every account logs in from the one address; the default 20 fit.
+    assert parse_changed("dev", END_TO_END).loadtest.enabled
+    with pytest.raises(ConfigError, match="logs in 31 accounts at once"):
+        parse_changed("dev", END_TO_END, {"loadtestSeedUsers": "31"})
+
+
 def test_a_long_window_is_held_to_its_own_rate() -> None:
     # 600/minute allows 10/s for a minute, but 1000/hour only 0.28/s beyond it.
     with pytest.raises(ConfigError, match=r"blueprint:rateLimitUser is '600/minute;1000/hour'"):

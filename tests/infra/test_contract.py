@@ -128,6 +128,7 @@ LIMIT_VARIABLES = {
     "rateLimitClient": "RATE_LIMIT_CLIENT",
     "rateLimitUser": "RATE_LIMIT_USER",
     "rateLimitApiKeyDefault": "RATE_LIMIT_API_KEY_DEFAULT",
+    "rateLimitLoginIp": "RATE_LIMIT_LOGIN_IP",
 }
 
 
@@ -145,6 +146,7 @@ def test_infra_reads_a_limits_rate_as_the_service_does(limit: str) -> None:
     # The service's windows (service/ratelimit/gcra.py) are `limits` items: amount per expiry.
     tightest = min(item.amount / item.get_expiry() for item in parse_many(limit))
     assert config.per_second(limit) == pytest.approx(tightest)
+    assert config.burst(limit) == min(item.amount for item in parse_many(limit))
 
 
 def test_the_rate_limits_from_the_stack_reach_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,6 +155,7 @@ def test_the_rate_limits_from_the_stack_reach_the_service(monkeypatch: pytest.Mo
         "rateLimitClient": "9000/minute",
         "rateLimitUser": "1800/minute;100000/hour",
         "rateLimitApiKeyDefault": "50 per second",
+        "rateLimitLoginIp": "90/minute",
     }
     values = settings_of(objects("dev", **given))
     assert set(values) - KNOWN == set()
@@ -166,6 +169,7 @@ def test_the_rate_limits_from_the_stack_reach_the_service(monkeypatch: pytest.Mo
     assert settings.rate_limit_client == "9000/minute"
     assert settings.rate_limit_user == "1800/minute;100000/hour"
     assert settings.rate_limit_api_key_default == "50 per second"
+    assert settings.rate_limit_login_ip == "90/minute"
     # Unset: the service's defaults.
     unset = {"RATE_LIMIT_LOGIN", *LIMIT_VARIABLES.values()}
     assert not unset & set(settings_of(objects("dev")))
