@@ -40,6 +40,9 @@ import os
 import random
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlencode
 
@@ -161,8 +164,24 @@ class Account:
         self.email = email
         self.headers: dict[str, str] = {}
         self.items: list[str] = []
-        self.busy: set[str] = set()  # items a request in flight uses: never deleted meanwhile
+        # Items requests in flight use, with how many use each: never deleted meanwhile. A count,
+        # not a set: when two reads hold one item, the first to finish must not free it.
+        self.busy: Counter[str] = Counter()
         self.until = 0.0  # rate-limited until (monotonic)
+
+    @contextmanager
+    def using(self, item: str) -> Iterator[None]:
+        self.busy[item] += 1
+        try:
+            yield
+        finally:
+            self.busy[item] -= 1
+            if not self.busy[item]:
+                del self.busy[item]
+
+    def free_items(self) -> list[str]:
+        """The items no request in flight uses: the ones a delete may take."""
+        return [item for item in self.items if not self.busy[item]]
 
 
 class Arrivals(FastHttpUser):
@@ -322,11 +341,8 @@ class Arrivals(FastHttpUser):
 
     def read_item(self, account: Account, due: float) -> None:
         item = self.rng.choice(account.items)
-        account.busy.add(item)
-        try:
+        with account.using(item):
             self.call("read_item", due, "GET", f"{API}/items/{item}", account, check=_item(item))
-        finally:
-            account.busy.discard(item)
 
     def create_item(self, account: Account, due: float, name: str = "create_item") -> None:
         title = f"load item {self.rng.randrange(1_000_000)}"
@@ -346,8 +362,7 @@ class Arrivals(FastHttpUser):
     def update_item(self, account: Account, due: float) -> None:
         item = self.rng.choice(account.items)
         text = f"updated {self.rng.randrange(1_000_000)}"
-        account.busy.add(item)
-        try:
+        with account.using(item):
             self.call(
                 "update_item",
                 due,
@@ -359,11 +374,9 @@ class Arrivals(FastHttpUser):
                     None if _has(b, "description") and b["description"] == text else "not updated"
                 ),
             )
-        finally:
-            account.busy.discard(item)
 
     def delete_item(self, account: Account, due: float) -> None:
-        free = [i for i in account.items if i not in account.busy]
+        free = account.free_items()
         if not free:  # every item is in use by a request in flight: read instead of racing it
             self.list_items(account, due)
             return

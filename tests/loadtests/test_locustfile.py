@@ -25,6 +25,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from loadtests.sizing.run import LOCUSTFILE
+from loadtests.sizing.stack import REPO
 
 PASSWORD, API_KEY = "pw-123456", "bpk_limited_key"
 
@@ -202,3 +203,23 @@ def test_a_full_pool_drops_starts_and_counts_them(stub: str, tmp_path: Path) -> 
     assert Stub.most_in_flight == 1
     assert count(stats, "SCHED dropped") > 2 * done
     assert count(stats, "SCHED dropped", "Failure Count") == count(stats, "SCHED dropped")
+
+
+def test_an_item_two_requests_use_stays_out_of_deletes_until_both_are_done() -> None:
+    """Two reads of one item in flight: when the first finishes, a delete must still not take it
+    (a sizing run once counted the second read's 404 as a failure)."""
+    code = """
+from loadtests.locustfile import Account
+account = Account("a@example.com")
+account.items = ["1", "2"]
+with account.using("1"):
+    with account.using("1"):
+        pass
+    assert account.free_items() == ["2"], account.free_items()
+assert account.free_items() == ["1", "2"], account.free_items()
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "ok", done.stdout + done.stderr
