@@ -259,6 +259,13 @@ def per_pod(**changes: str) -> StackConfig:
     return parse_changed("dev", {"loadtestEnabled": "true"}, ONE_POD, changes)
 
 
+def refusal(**changes: str) -> str:
+    """What config validation says when it refuses `per_pod(**changes)`."""
+    with pytest.raises(ConfigError) as refused:
+        per_pod(**changes)
+    return str(refused.value)
+
+
 def test_the_default_load_test_fits_the_services_default_limits() -> None:
     # 50 req/s over 2 workers: 25/s per pod address (40/s allowed), 1.19/s per account of 20
     # (10/s), 2.5/s on the key (20/s).
@@ -270,9 +277,7 @@ def test_the_default_load_test_fits_the_services_default_limits() -> None:
 
 def test_a_load_test_over_the_client_budget_is_refused_naming_the_key() -> None:
     # 100 req/s over 2 pods: 50/s from each worker's address, over 40/s / 1.5.
-    with pytest.raises(ConfigError) as refused:
-        per_pod(loadtestArrivalRate="100")
-    message = str(refused.value)
+    message = refusal(loadtestArrivalRate="100")
     assert "blueprint:rateLimitClient is '2400/minute' (40/s)" in message
     assert "pod's address (100 / 2; or more blueprint:loadtestWorkers) gets 50/s" in message
     assert "so set at least '4500/minute'" in message
@@ -314,9 +319,7 @@ def test_every_budget_the_run_would_exceed_is_named_and_raising_them_passes() ->
 def test_accounts_logging_in_past_the_login_budget_of_one_address_are_refused() -> None:
     # Each Locust worker pod logs its share of the accounts in at start: 80 over 2 pods is 40 at
     # once from one address, over the service's 30/minute per address.
-    with pytest.raises(ConfigError) as refused:
-        per_pod(loadtestSeedUsers="80")
-    message = str(refused.value)
+    message = refusal(loadtestSeedUsers="80")
     assert "blueprint:rateLimitLoginIp is '30/minute' (a burst of 30)" in message
     assert "each Locust worker pod (40 of 80 accounts) logs in 40 accounts at once" in message
     assert "so set at least '40/minute'" in message
