@@ -88,6 +88,8 @@ def step_rows(records: Sequence[Any]) -> list[dict[str, Any]]:
                     "stores_cpus": step.stores_cpu,
                     "other_cpus": r.other_cpu,
                     "attempt": step.attempt,
+                    "items_at_start": step.items_at_start,
+                    "items_cleared": step.items_cleared,
                     "ops": {op: asdict(s) for op, s in r.ops.items()},
                 }
             )

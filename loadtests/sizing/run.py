@@ -164,27 +164,43 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _psql(url: str, statement: str) -> None:
+def _psql(url: str, *statements: str) -> list[list[Any]]:
+    """Run these statements, in order, on one connection to the database at `url`; the rows
+    of each."""
     import asyncpg  # the service's driver; imported here so the pure helpers need none
 
-    async def run() -> None:
-        conn = await asyncpg.connect(f"{url}/postgres", timeout=10)
+    async def run() -> list[list[Any]]:
+        conn = await asyncpg.connect(url, timeout=10)
         try:
-            await conn.execute(statement)
+            return [list(await conn.fetch(statement)) for statement in statements]
         finally:
             await conn.close()
 
-    asyncio.run(run())
+    return asyncio.run(run())
 
 
 @contextmanager
 def database(pg_url: str, name: str) -> Iterator[str]:
     """A throwaway database, dropped on the way out; yields its URL."""
-    _psql(pg_url, f'CREATE DATABASE "{name}"')
+    _psql(f"{pg_url}/postgres", f'CREATE DATABASE "{name}"')
     try:
         yield f"{pg_url}/{name}"
     finally:
-        _psql(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _psql(f"{pg_url}/postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def clear_items(database_url: str) -> tuple[int, int]:
+    """Remove every item, so each step starts from the seeded accounts alone; returns how many
+    items there were and how many are left (none).
+
+    Each step's Locust process gives every account new items and its creates and deletes only
+    balance on average, so without this a repetition's later steps listed and counted more rows
+    per request than its first: a step's cost depended on how many steps came before it, and the
+    search reaches a count's λ* after a different number of steps in each repetition. Between
+    steps no request is in flight, so TRUNCATE waits for no lock the server holds."""
+    count = "SELECT count(*) FROM items"
+    before, _, after = _psql(database_url, count, "TRUNCATE items", count)
+    return int(before[0][0]), int(after[0][0])
 
 
 def server_env(
@@ -349,6 +365,8 @@ class StepRecord:
     verdict: Verdict
     stores_cpu: float
     attempt: int
+    items_at_start: int = 0  # items in the database when Locust started (its setup adds its own)
+    items_cleared: int = 0  # items the previous step left, removed before this one
 
 
 def run_step(
@@ -496,11 +514,17 @@ def repetition(
                         progress.current = f"{tag}: step {len(trials) + 1} at {rate:g} req/s"
                         t0 = time.monotonic()
                         prefix = plan.out / "locust" / f"{tag}-{rate:g}-{attempt}"
+                        cleared, at_start = clear_items(db_url)
                         result, stores = run_step(
                             plan, pod, workers, rate, url, load_env, prefix, log
                         )
                         record = StepRecord(
-                            result, verdict(result, plan.objective), stores, attempt
+                            result,
+                            verdict(result, plan.objective),
+                            stores,
+                            attempt,
+                            items_at_start=at_start,
+                            items_cleared=cleared,
                         )
                         records.append(record)
                         progress.steps_done += 1

@@ -26,7 +26,7 @@ def test_a_short_run_writes_a_complete_report_marked_not_valid(tmp_path: Path) -
     out = tmp_path / "sizing"
     args = [sys.executable, "-m", "loadtests.sizing", "--workers", "1", "--reps", "1"]
     args += ["--window", "3", "--warmup", "4", "--start-rps", "10", "--max-rps", "20"]
-    args += ["--retries", "0", "--seed-users", "4", "--out", str(out), "--progress", "2"]
+    args += ["--retries", "1", "--seed-users", "4", "--out", str(out), "--progress", "2"]
     args += ["--quiet-wait", "0"]
     # A smoke test checks the pipeline, not this machine's speed (nor how busy it is).
     args += ["--slo", "read=60000/60000", "--slo", "write=60000/60000", "--slo", "login=60000"]
@@ -54,6 +54,11 @@ def test_a_short_run_writes_a_complete_report_marked_not_valid(tmp_path: Path) -
     for step in steps:
         assert step["verdict"] in {"pass", "fail", "invalid"}
         assert step["scheduled"] == step["requests"] + step["dropped"]
+    # Every step starts from the same data: the items an earlier step left are removed first.
+    # (A first step passes into a second, fails into a lower one, or is invalid and retried.)
+    assert len(steps) >= 2
+    assert [step["items_at_start"] for step in steps] == [0] * len(steps)
+    assert all(step["items_cleared"] > 0 for step in steps[1:])
     (rep,) = report["repetitions"]
     assert rep["workers"] == 1
     assert rep["start_to_ready_s"] > 0
