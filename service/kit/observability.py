@@ -144,6 +144,12 @@ class _WrittenLater:
         self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def _schedule_flush(self) -> None:
+        # A timer pending on a running loop writes this item too, so look no further: on Python
+        # 3.11 every asyncio.get_running_loop() costs a getpid(2) system call (its fork check),
+        # and this runs once per request (benchmarks/syscalls.py).
+        pending = self._timer_loop
+        if self._timer is not None and pending is not None and pending.is_running():
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop (a thread, a script): write now

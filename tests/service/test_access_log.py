@@ -39,6 +39,31 @@ async def test_lines_are_buffered_then_written_within_the_flush_interval(
     assert len(writes) == 1  # ten short lines fit one pipe-sized write
 
 
+async def test_a_pending_timer_spares_the_running_loop_lookup(
+    writes: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On Python 3.11 each asyncio.get_running_loop() is a getpid(2) system call: once per
+    # batch, not once per request.
+    lookups = []
+    real = asyncio.get_running_loop
+
+    def counted() -> asyncio.AbstractEventLoop:
+        lookups.append(1)
+        return real()
+
+    monkeypatch.setattr(observability.asyncio, "get_running_loop", counted)
+    log = AccessLog(flush_seconds=0.05)
+    for _ in range(100):
+        log.write(FIELDS)
+    assert len(lookups) == 1
+    await asyncio.sleep(0.2)
+    assert len(b"".join(writes).splitlines()) == 100
+    log.write(FIELDS)  # the timer has fired: the next line schedules a new one
+    assert len(lookups) == 2
+    await asyncio.sleep(0.2)
+    assert len(b"".join(writes).splitlines()) == 101
+
+
 def test_a_full_buffer_is_written_at_once(writes: list[bytes]) -> None:
     log = AccessLog(flush_seconds=60, max_bytes=1000)
     log.write(FIELDS)  # outside an event loop: written now
