@@ -107,11 +107,12 @@ def one_run(
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.syscalls", description=__doc__)
-    p.add_argument("--route", default=LIVE, help="(%(default)s)")
-    p.add_argument("--rounds", type=int, default=3, help="(%(default)s)")
-    p.add_argument("--duration", type=int, default=10, help="seconds per run (%(default)s)")
-    p.add_argument("--connections", type=int, default=32)
-    p.add_argument("--out", type=Path, default=Path("build/benchmarks"))
+    add = p.add_argument
+    add("--route", default=LIVE, help="(%(default)s)")
+    add("--rounds", type=int, default=3, help="(%(default)s)")
+    add("--duration", type=int, default=10, help="seconds per run (%(default)s)")
+    add("--connections", type=int, default=32, help="(%(default)s)")
+    add("--out", type=Path, default=Path("build/benchmarks"))
     opts = p.parse_args(argv)
     opts.out.mkdir(parents=True, exist_ok=True)
     redis = start_redis()
