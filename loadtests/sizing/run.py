@@ -118,11 +118,13 @@ class Progress:
 
 
 def estimated_steps(
-    counts: int, reps: int, first: int = 10, first_of_count: int = 5, later: int = 3
+    counts: int, reps: int, first: int = 9, first_of_count: int = 6, later: int = 5
 ) -> int:
     """Steps a run takes, before anything is measured (`plan_search`): the run's first
     repetition ramps from --start-rps, each other count's first starts at a measured count's
-    λ*, later repetitions just below their count's own."""
+    λ*, later repetitions just below their count's own. The defaults are what a complete run
+    on a quiet machine took (docs/sizing.md): a later repetition brackets an unmoved λ* in two
+    steps, but a multi-worker pod's λ* moves enough between repetitions to need more."""
     return first + (counts - 1) * first_of_count + counts * (reps - 1) * later
 
 

@@ -54,8 +54,8 @@ def test_the_full_run_is_estimated_before_it_starts() -> None:
     plan = Plan(stack=load_stack("dev"), cpu_limit=1, objective=Objective(), mix={})
 
     step = 15 + 60 + 2 + 6
-    # 10 steps for the run's first repetition, 5 for each other count's first, 3 for the rest.
-    steps = 10 + 2 * 5 + 3 * 4 * 3
+    # 9 steps for the run's first repetition, 6 for each other count's first, 5 for the rest.
+    steps = 9 + 2 * 6 + 3 * 4 * 5
     assert estimate_duration_s(plan, counts=3, reps=5) == steps * step + 15 * 40
 
 
