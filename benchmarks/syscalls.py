@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.run import (
+    CLOCK_TICKS,
     LIVE,
     ME,
     Server,
@@ -34,7 +35,6 @@ from benchmarks.run import (
 )
 from tests.support.processes import start_redis
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 FLOOR = "benchmarks.floor_app:app"
 SYSCALLS = (
     "epoll_wait",
