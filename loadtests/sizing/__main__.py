@@ -239,6 +239,13 @@ def main(argv: list[str] | None = None) -> int:
             sum(not r.valid for r in reps),
             statistics.median(others) if others else 0.0,
         )
+        if others:
+            steals = [s.result.steal_cpu for rr in records for s in rr.steps]
+            verdict["notes"].append(
+                f"other work during the windows: a median of {statistics.median(others):.2f} "
+                f"CPUs, {statistics.median(steals):.2f} of them stolen by the hypervisor (steal: "
+                "the pod's requests wait through it, and its cgroup does not count it)"
+            )
         ttls = sorted({rr.token_ttl_s for rr in records if rr.token_ttl_s})
         if ttls and ttls != [int(args.token_ttl)]:
             verdict["notes"].append(

@@ -87,6 +87,7 @@ def step_rows(records: Sequence[Any]) -> list[dict[str, Any]]:
                     "client_cpu": "/".join(f"{c:.2f}" for c in r.client_cpu),
                     "stores_cpus": step.stores_cpu,
                     "other_cpus": r.other_cpu,
+                    "steal_cpus": r.steal_cpu,
                     "attempt": step.attempt,
                     "items_at_start": step.items_at_start,
                     "items_cleared": step.items_cleared,
@@ -176,8 +177,8 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "## Steps",
         "",
         "| w | rep | offered | done | verdict | read p95/p99 | write p95/p99 | login p95 |"
-        " late | dropped | pod CPU | throttled | Locust CPU | other CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " late | dropped | pod CPU | throttled | Locust CPU | other CPU | of it, steal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
 
@@ -190,7 +191,7 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"{row['achieved_rps']:g} | {row['verdict']} | {lat('read')} | {lat('write')} | "
             f"{row.get('login_p95_ms', '-')} | {row['late']} | {row['dropped']} | "
             f"{row['pod_cpus']} | {row['throttled_periods']}/{row['periods']} | "
-            f"{row['client_cpu']} | {row['other_cpus']} |"
+            f"{row['client_cpu']} | {row['other_cpus']} | {row['steal_cpus']} |"
         )
     env = report["environment"]
     lines += [

@@ -342,10 +342,26 @@ def parse_stats(rows: list[dict[str, str]]) -> tuple[dict[str, OpStats], int, in
     return ops, late, dropped, probe_failures
 
 
+def machine_cpu_s(line: str) -> tuple[float, float]:
+    """CPU seconds the machine was busy and, of those, stolen, from /proc/stat's first line.
+
+    Steal is time a virtual CPU wanted to run while the hypervisor ran someone else: it counts as
+    busy (nothing here could use it), and it is kept apart because the pod's cgroup does not
+    count it although the pod's requests wait through it.
+    """
+    # "cpu user nice system idle iowait irq softirq steal ..."
+    ticks = [int(v) for v in line.split()[1:9]]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - ticks[3] - ticks[4]) / hz, ticks[7] / hz
+
+
+def _machine_cpu_s() -> tuple[float, float]:
+    with Path("/proc/stat").open() as stat:
+        return machine_cpu_s(stat.readline())
+
+
 def _machine_busy_s() -> float:
-    with Path("/proc/stat").open() as stat:  # "cpu user nice system idle iowait irq softirq steal"
-        ticks = [int(v) for v in stat.readline().split()[1:9]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    return _machine_cpu_s()[0]
 
 
 def _stores_cpu_s() -> float:
@@ -409,7 +425,7 @@ def run_step(
         before = (
             pod.cpu(),
             {p: process_cpu_s(p) for p in clients},
-            _machine_busy_s(),
+            _machine_cpu_s(),
             _stores_cpu_s(),
         )
         wall_0 = time.monotonic()
@@ -417,7 +433,7 @@ def run_step(
         after = (
             pod.cpu(),
             {p: process_cpu_s(p) for p in clients},
-            _machine_busy_s(),
+            _machine_cpu_s(),
             _stores_cpu_s(),
         )
         wall = time.monotonic() - wall_0
@@ -432,7 +448,8 @@ def run_step(
     busiest = max(client.values(), default=0.0)
     client_busy = [round(c, 3) for c in client.values() if c > 0.1 * busiest or c == busiest]
     stores = (after[3] - before[3]) / wall
-    other = (after[2] - before[2]) / wall - cpu.usage_s / wall - sum(client.values()) - stores
+    busy, steal = ((a - b) / wall for a, b in zip(after[2], before[2], strict=True))
+    other = busy - cpu.usage_s / wall - sum(client.values()) - stores
     with Path(f"{prefix}_stats.csv").open() as stats:
         ops, late, dropped, probe_failures = parse_stats(list(csv.DictReader(stats)))
     requests = sum(s.requests for s in ops.values())
@@ -453,6 +470,7 @@ def run_step(
         periods=cpu.periods,
         throttled_s=cpu.throttled_s,
         other_cpu=round(max(0.0, other), 3),
+        steal_cpu=round(max(0.0, steal), 3),
         mix=plan.mix,
         probe_failures=probe_failures,
     )
@@ -609,7 +627,8 @@ def _line(record: StepRecord) -> str:
         f"{record.verdict.status.upper()} {r.achieved_rps:.0f} req/s done; {lat}; "
         f"{r.failures} failed, {r.rate_limited} 429, {r.late} late, {r.dropped} dropped; pod "
         f"{r.server_cpus_used:.2f} CPU, throttled {throttled}; Locust "
-        f"{'/'.join(f'{c:.0%}' for c in r.client_cpu) or '?'}; other {r.other_cpu:.2f} CPU"
+        f"{'/'.join(f'{c:.0%}' for c in r.client_cpu) or '?'}; other {r.other_cpu:.2f} CPU "
+        f"(steal {r.steal_cpu:.2f})"
         + (f" ({'; '.join(record.verdict.reasons)})" if record.verdict.reasons else "")
     )
 

@@ -67,6 +67,7 @@ class StepResult:
     periods: int = 0
     throttled_s: float = 0.0
     other_cpu: float = 0.0  # CPUs busy with work that is neither the pod nor Locust nor stores
+    steal_cpu: float = 0.0  # of other_cpu, CPUs the hypervisor gave to someone else (steal)
     mix: Mapping[str, float] = field(default_factory=dict)  # the intended fractions
     probe_failures: int = 0  # liveness/readiness probes that failed: the pod would be pulled
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from loadtests.sizing.__main__ import order, parse_ranges, parse_slo, parser
-from loadtests.sizing.run import Plan, Progress, estimate_duration_s, parse_stats
+from loadtests.sizing.run import Plan, Progress, estimate_duration_s, machine_cpu_s, parse_stats
 from loadtests.sizing.select import Objective, OpStats
 from loadtests.sizing.stack import load_stack
 
@@ -34,6 +36,17 @@ def test_parse_stats_separates_schedule_probes_setup_and_429s() -> None:
         "login": OpStats(2, 0, 0.0, 0.0),
     }
     assert (late, dropped, probe_failures) == (4, 5, 1)
+
+
+def test_steal_counts_as_busy_and_is_reported_apart() -> None:
+    # /proc/stat's first line: user nice system idle iowait irq softirq steal guest guest_nice
+    hz = os.sysconf("SC_CLK_TCK")
+    line = f"cpu  {7 * hz} {hz} {2 * hz} {50 * hz} {3 * hz} 0 {hz} {4 * hz} 0 0"
+
+    busy, steal = machine_cpu_s(line)
+
+    # Idle and iowait are the only time nothing wanted the CPU; steal is busy, and apart.
+    assert (busy, steal) == (15.0, 4.0)
 
 
 def test_progress_eta_counts_retries_and_overhead() -> None:

@@ -46,6 +46,7 @@ def test_a_short_run_writes_a_complete_report_marked_not_valid(tmp_path: Path) -
     assert validity["valid_for_apply"] is False
     assert "measured windows of 3 s are shorter than 60 s" in validity["reasons"]
     assert "1 repetition(s) per count, fewer than 3" in validity["reasons"]
+    assert any("stolen by the hypervisor" in note for note in validity["notes"])
     if CGROUP_V1.exists():
         assert report["pod_modes"] == ["cgroup-v1"]
         assert report["pods"][0]["cpu_limit"] == 1.0
@@ -54,6 +55,7 @@ def test_a_short_run_writes_a_complete_report_marked_not_valid(tmp_path: Path) -
     for step in steps:
         assert step["verdict"] in {"pass", "fail", "invalid"}
         assert step["scheduled"] == step["requests"] + step["dropped"]
+        assert step["steal_cpus"] >= 0
     # Every step starts from the same data: the items an earlier step left are removed first.
     # (A first step passes into a second, fails into a lower one, or is invalid and retried.)
     assert len(steps) >= 2
