@@ -201,6 +201,12 @@ class Settings(BaseSettings):
     # Credentials whose budget (which keys to charge) each worker remembers, so that a known
     # caller's limits ride in the same Redis call as its client budget (0: always two calls).
     rate_limit_known_credentials: int = Field(default=10_000, ge=0)
+    # Leases (service/ratelimit/limiter.py): the most requests a worker asks Redis for at once
+    # for a busy caller's front-door budgets (1: every request asks, exactly), and how long it
+    # may hold them. A request can be admitted up to twice that long after Redis counted it.
+    # Password budgets are never leased.
+    rate_limit_lease_max: int = Field(default=64, ge=1)
+    rate_limit_lease_seconds: float = Field(default=0.5, gt=0, le=60)
     # What to do when Redis cannot be reached: serve anyway (open) or answer 503 (closed).
     rate_limit_fail_mode: Literal["open", "closed"] = "open"
     # Consecutive Redis failures that open the breaker, and seconds before trying again.

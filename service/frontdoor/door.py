@@ -5,10 +5,12 @@
 2. `authenticate` turns the credential into a Principal (401 otherwise).
 3. The principal's limits (per user, or per API key and its tier).
 
-All of it in one Redis script call: each worker remembers which budget a credential it has
-authenticated spends (a digest of the credential, never the credential), so a known caller's
+All of it in at most one Redis script call: each worker remembers which budget a credential it
+has authenticated spends (a digest of the credential, never the credential), so a known caller's
 limits ride with its client budget in step 1. A credential seen for the first time on this
-worker, or whose tier has changed, costs a second call after step 2.
+worker, or whose tier has changed, costs a second call after step 2. A busy caller's requests
+are mostly admitted from a lease the worker holds, with no call (service/ratelimit/limiter.py);
+the password budgets are charged one attempt per call.
 
 Headers are read directly (no OAuth2PasswordBearer / APIKeyHeader dependencies per request);
 frontdoor/openapi.py still declares both schemes for Swagger's Authorize button.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from functools import lru_cache
 from typing import Final
 
 from fastapi import Request
@@ -63,20 +66,22 @@ class FrontDoor:
         digest = _digest(credential) if credential else b""
         known = self._known.get(digest) if digest else None
         client = self.client.charge(client_identity(_peer(scope)))
-        await self.charge(scope, (client, known) if isinstance(known, Charge) else (client,))
+        await self.charge(
+            scope, (client, known) if isinstance(known, Charge) else (client,), lease=True
+        )
 
         principal = await authenticate(request, bearer=bearer, api_key=api_key)
 
         wanted = self._principal_budget(principal)
         if wanted != known:  # first sight on this worker, or the tier changed
             if isinstance(wanted, Charge):
-                await self.charge(scope, (wanted,))
+                await self.charge(scope, (wanted,), lease=True)
             self._remember(digest, wanted)
         return principal
 
     async def charge_client(self, scope: Scope) -> None:
         """The client budget alone (anonymous routes)."""
-        await self.charge(scope, (self.client.charge(client_identity(_peer(scope))),))
+        await self.charge(scope, (self.client.charge(client_identity(_peer(scope))),), lease=True)
 
     async def charge_login(self, scope: Scope, username: str, *, with_client: bool) -> None:
         """One password check: per address + username, per address, per username."""
@@ -91,12 +96,14 @@ class FrontDoor:
             scope, (self.client.charge(address), *charges) if with_client else charges
         )
 
-    async def charge(self, scope: Scope, charges: tuple[Charge, ...]) -> None:
-        """Every window of these charges in one script call; 429 if one of them is full (and
-        then none is charged)."""
-        keys = [key for charge in charges for key in charge.keys]
-        args = [n for charge in charges for n in charge.policy.args]
-        reply = await self.limiter.run(keys, args)
+    async def charge(
+        self, scope: Scope, charges: tuple[Charge, ...], *, lease: bool = False
+    ) -> None:
+        """Every window of these charges in one script call (or from this worker's lease for
+        them: service/ratelimit/limiter.py); 429 if one of them is full (and then none is
+        charged)."""
+        keys, args = _script_input(charges)
+        reply = await self.limiter.run(keys, args, lease=lease)
         if reply is None:
             return
         if self.headers_enabled:
@@ -139,6 +146,13 @@ class FrontDoor:
             f"Rate limit exceeded ({', '.join(full)}); retry after {retry_after} s.",
             headers={"Retry-After": str(retry_after)},
         )
+
+
+@lru_cache(maxsize=8192)
+def _script_input(charges: tuple[Charge, ...]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    # The same callers' charges come back request after request (Charge objects are cached).
+    keys = tuple(key for charge in charges for key in charge.keys)
+    return keys, tuple(n for charge in charges for n in charge.policy.args)
 
 
 def _peer(scope: Scope) -> str:

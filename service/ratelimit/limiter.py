@@ -7,6 +7,18 @@ out at the end of the event loop's current pass, so a busy worker makes one roun
 connection checkout, one reply to parse) for several requests. A batch waits for nothing else:
 it adds no latency, and under light load each batch is one request. Hand-written because
 redis-py has no automatic pipelining (docs/benchmarks.md has the measured cost per request).
+
+Leases (`lease=True`: the front door's budgets, not the password budgets). A busy caller's
+worker asks Redis for several requests at once (what the caller's rate would bring in half a
+lease lifetime, at most twice the last ask and RATE_LIMIT_LEASE_MAX) and admits them one by one
+without a round trip for RATE_LIMIT_LEASE_SECONDS, asking for the next lease in the background
+once half is spent. A first request or an occasional caller asks for one, as before. Redis
+counts a lease when it grants it, so a budget is never overdrawn. What changes is when: a
+request can be admitted up to two lease lifetimes after it was counted, so a span can admit up
+to that much of the sustained rate more than exact GCRA, and what a worker holds when its
+caller stops stays counted (that caller's refusal comes that much early). Hand-written for the
+same reason as the batches: waiting for any reply, even from a store that answers at once,
+costs a request more than the 10 % the limiter may cost (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -34,7 +46,34 @@ log = logging.getLogger("service.ratelimit")
 
 STORAGE_ERRORS = (RedisError, OSError, TimeoutError)
 STORAGE_DOWN: Final = object()  # a batch's outcome when its call failed
-Request = tuple[Sequence[str], Sequence[int]]  # one request's keys and (interval, capacity) args
+# One request's keys, (interval, capacity) args and how many requests it asks for.
+Request = tuple[Sequence[str], Sequence[int], int]
+
+
+class Lease:
+    """What one worker holds for one set of keys: requests Redis granted (and counted), to be
+    admitted here until `expires`, and the last grant's figures for the headers."""
+
+    __slots__ = ("asked", "credits", "expires", "pending", "reply", "seen", "since")
+
+    def __init__(self, clock: float) -> None:
+        self.credits = 0
+        self.expires = 0.0
+        self.reply: list[int] = []
+        self.pending: asyncio.Future[object] | None = None  # the next lease, when asked for
+        self.asked = 0  # the size of the last lease asked for (0: none yet, so the first is 1)
+        self.seen = 0  # requests since the last ask
+        self.since = clock  # the last ask (time.monotonic)
+
+    def spend(self) -> list[int]:
+        """One granted request: the grant's figures, with what this worker still holds counted
+        as remaining."""
+        self.credits -= 1
+        reply = self.reply.copy()
+        reply[0] = 1
+        for at in range(1, len(reply), 3):
+            reply[at] += self.credits
+        return reply
 
 
 class Limiter:
@@ -48,6 +87,10 @@ class Limiter:
         self.memory = MemoryStore()
         self.redis: Redis | None = None
         self._waiting: list[tuple[Request, asyncio.Future[object]]] = []
+        self.lease_max = settings.rate_limit_lease_max
+        self.lease_seconds = settings.rate_limit_lease_seconds
+        self._leases: dict[tuple[str, ...], Lease] = {}
+        self._prune_leases_at = 1024
         self._batches: set[asyncio.Future[None]] = set()
         if self.uses_redis:
             assert settings.redis_url is not None  # Settings guarantees it
@@ -66,36 +109,107 @@ class Limiter:
             self.script = self.redis.register_script(SCRIPT)
 
     async def run(
-        self, keys: Sequence[str], args: Sequence[int], now: int | None = None
+        self,
+        keys: Sequence[str],
+        args: Sequence[int],
+        now: int | None = None,
+        *,
+        lease: bool = False,
     ) -> list[int] | None:
         """SCRIPT's reply for these keys and (interval, capacity) args; `now` (µs) defaults to
-        the storage's clock. None when there is nothing to enforce: limits are off, or the
+        the storage's clock; `lease`: this worker may hold granted requests for these keys
+        (module docstring). None when there is nothing to enforce: limits are off, or the
         storage is down and the fail mode is open. Raises ServiceUnavailable when it is down
         and the fail mode is closed."""
         if not self.enabled:
             return None
         if self.redis is None:
             return self.memory.run(keys, args, time.time_ns() // 1000 if now is None else now)
-        if not self.breaker.allow():
-            self._storage_down()
-            return None
-        if now is None:
-            reply = await self._queue(keys, args)
+        if lease and now is None and self.lease_max > 1:
+            reply = await self._leased(keys, args)
+        elif not self.breaker.allow():
+            reply = STORAGE_DOWN
+        elif now is None:
+            reply = await self._queue((keys, args, 1))
         else:
-            reply = (await self.run_batch([(keys, args)], now))[0]
+            reply = (await self.run_batch([(keys, args, 1)], now))[0]
         if reply is STORAGE_DOWN:
             self._storage_down()
             return None
         return reply  # type: ignore[return-value]
+
+    async def _leased(self, keys: Sequence[str], args: Sequence[int]) -> object:
+        held = self._lease(tuple(keys))
+        held.seen += 1
+        while True:
+            clock = time.monotonic()
+            if held.credits and clock < held.expires:
+                if held.pending is None and held.credits <= held.asked // 2:
+                    self._ask(held, keys, args, clock)  # the next lease, in the background
+                return held.spend()
+            pending = held.pending or self._ask(held, keys, args, clock)
+            if pending is None:
+                return STORAGE_DOWN
+            # Shielded: a waiter whose client is gone must not cancel the others' lease.
+            reply = await asyncio.shield(pending)
+            self._granted(held, pending)
+            if reply is STORAGE_DOWN or not reply[0]:  # type: ignore[index]
+                return reply
+            # Granted: take one of them (if others waiting took them all, ask again).
+
+    def _lease(self, keys: tuple[str, ...]) -> Lease:
+        held = self._leases.get(keys)
+        if held is None:
+            if len(self._leases) >= self._prune_leases_at:
+                clock = time.monotonic()
+                self._leases = {
+                    k: v for k, v in self._leases.items() if v.pending or v.expires > clock
+                }
+                self._prune_leases_at = max(1024, 2 * len(self._leases))
+            held = self._leases[keys] = Lease(time.monotonic())
+        return held
+
+    def _ask(
+        self, held: Lease, keys: Sequence[str], args: Sequence[int], clock: float
+    ) -> asyncio.Future[object] | None:
+        """Ask for the next lease: the requests the rate since the last ask would bring in half
+        a lifetime, at most twice the last ask (a short burst is not a rate) and `lease_max`."""
+        if not self.breaker.allow():
+            return None
+        rate = held.seen / max(clock - held.since, 1e-6)
+        wanted = min(2 * held.asked, int(rate * self.lease_seconds / 2))
+        held.asked = max(1, min(self.lease_max, wanted))
+        held.seen, held.since = 0, clock
+        pending = held.pending = self._queue((keys, args, held.asked))
+        pending.add_done_callback(lambda done: self._granted(held, done))
+        return pending
+
+    def _granted(self, held: Lease, pending: asyncio.Future[object]) -> None:
+        """Add a grant to what the worker holds, once (the reply's callback and its first
+        waiter both call this; whichever runs first applies it)."""
+        if held.pending is not pending:
+            return
+        held.pending = None
+        if pending.cancelled() or pending.exception() is not None:
+            return
+        reply = pending.result()
+        if reply is STORAGE_DOWN or not reply[0]:  # type: ignore[index]
+            return
+        clock = time.monotonic()
+        if clock >= held.expires:
+            held.credits = 0  # what an expired lease left stays counted, unused
+        held.credits += reply[0]  # type: ignore[index]
+        held.expires = clock + self.lease_seconds
+        held.reply = reply  # type: ignore[assignment]
 
     async def run_batch(self, batch: Sequence[Request], now: int | None = None) -> list[object]:
         """One script call for these requests, charged in order: each one's reply, or
         STORAGE_DOWN for all when the call failed (the breaker counts one failure)."""
         keys: list[str] = []
         argv: list[int | str] = ["" if now is None else now]
-        for request_keys, request_args in batch:
+        for request_keys, request_args, wanted in batch:
             keys += request_keys
-            argv.append(len(request_keys))
+            argv += (len(request_keys), wanted)
             argv += request_args
         try:
             flat: list[int] = await self.script(keys, argv)
@@ -112,18 +226,18 @@ class Limiter:
         self.breaker.record_success()
         replies: list[object] = []
         at = 0
-        for request_keys, _ in batch:
+        for request_keys, _, _ in batch:
             size = 1 + 3 * len(request_keys)
             replies.append(flat[at : at + size])
             at += size
         return replies
 
-    def _queue(self, keys: Sequence[str], args: Sequence[int]) -> asyncio.Future[object]:
+    def _queue(self, request: Request) -> asyncio.Future[object]:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[object] = loop.create_future()
         if not self._waiting:
             loop.call_soon(self._send)
-        self._waiting.append(((keys, args), waiter))
+        self._waiting.append((request, waiter))
         return waiter
 
     def _send(self) -> None:

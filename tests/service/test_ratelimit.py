@@ -85,6 +85,17 @@ def test_a_refusal_by_a_later_window_costs_the_earlier_ones_nothing() -> None:
     assert reply[6] > 0  # and says how long until it has
 
 
+def test_a_lease_gets_as_many_as_every_window_has_room_for() -> None:
+    minute, hour = Window(10, 60), Window(4, 3600)
+    windows = [(w.interval, w.capacity) for w in (minute, hour)]
+    reply, tats = gcra([None, None], 0, windows, wanted=6)
+    assert reply[0] == 4  # the hour has room for four: four are granted, and counted
+    assert (reply[1], reply[4]) == (6, 0)
+    assert tats == [4 * minute.interval, 4 * hour.interval]
+    reply, tats = gcra(tats, 0, windows, wanted=6)
+    assert (reply[0], tats) == (0, None)  # nothing left: a refusal, nothing charged
+
+
 @pytest.fixture
 async def script_limiter() -> Limiter:
     return Limiter(Settings(redis_url=REDIS_URL))
@@ -128,8 +139,9 @@ async def test_the_redis_script_agrees_exactly_with_the_reference_model(
 async def test_one_script_call_charges_a_batch_of_requests_in_order(
     script_limiter: Limiter,
 ) -> None:
-    """Random batches of requests over shared keys, each batch one script call: every reply
-    and every stored TAT is the model's, as if the requests had come one at a time."""
+    """Random batches of requests over shared keys, each asking for one or (a worker's lease)
+    several, each batch one script call: every reply and every stored TAT is the model's, as if
+    the requests had come one at a time."""
     rng = random.Random(12)
     redis: Redis = script_limiter.redis  # type: ignore[assignment]
     keys = [f"test-batch:{uuid.uuid4().hex}:{i}" for i in range(4)]
@@ -139,15 +151,21 @@ async def test_one_script_call_charges_a_batch_of_requests_in_order(
     try:
         for _ in range(30):
             now += rng.choice((0, rng.randint(0, 20 * MICROS)))
-            batch = [rng.sample(keys, rng.randint(1, 3)) for _ in range(rng.randint(1, 6))]
+            batch = [
+                (rng.sample(keys, rng.randint(1, 3)), rng.choice((1, 1, 2, 3, 6)))
+                for _ in range(rng.randint(1, 6))
+            ]
             expected = []
-            for request in batch:
+            for request, wanted in batch:
                 pairs = [(windows[k].interval, windows[k].capacity) for k in request]
-                reply, stored = gcra([model[k] for k in request], now, pairs)
+                reply, stored = gcra([model[k] for k in request], now, pairs, wanted)
                 expected.append(reply)
                 if stored is not None:
                     model.update(zip(request, stored, strict=True))
-            requests = [(request, _args(*(windows[k] for k in request))) for request in batch]
+            requests = [
+                (request, _args(*(windows[k] for k in request)), wanted)
+                for request, wanted in batch
+            ]
             assert await script_limiter.run_batch(requests, now) == expected
             assert [int(v) if v else None for v in await redis.mget(keys)] == list(model.values())
         await redis.delete(*keys)
@@ -180,6 +198,122 @@ async def test_concurrent_requests_share_a_call_and_each_gets_its_own_answer(
     finally:
         await script_limiter.redis.delete(key)  # type: ignore[union-attr]
         await script_limiter.aclose()
+
+
+# --- leases: a busy caller's worker holds requests Redis already counted ---------------------
+
+
+def _counting(limiter: Limiter) -> list[int]:
+    """What each request sent to Redis asked for (1, or a lease's size)."""
+    asked: list[int] = []
+    queue = limiter._queue
+
+    def counted(request: tuple[object, object, int]) -> object:
+        asked.append(request[2])
+        return queue(request)  # type: ignore[arg-type]
+
+    limiter._queue = counted  # type: ignore[method-assign,assignment]
+    return asked
+
+
+async def test_a_busy_caller_is_admitted_from_leases_and_sees_every_request_counted() -> None:
+    """Sixty requests one after another: most are admitted without a round trip, Redis has
+    counted every one of them (and the lease left over), and the RateLimit figure still falls
+    by one per request."""
+    limiter = Limiter(Settings(redis_url=REDIS_URL, rate_limit_lease_max=8))
+    asked = _counting(limiter)
+    window = Window(1000, 3600)  # no refill worth a request during the test
+    key = f"test-lease:{uuid.uuid4().hex}"
+    try:
+        replies = [await limiter.run([key], _args(window), lease=True) for _ in range(60)]
+        assert [r[0] for r in replies if r] == [1] * 60
+        assert [r[1] for r in replies if r] == list(range(999, 939, -1))
+        assert asked[:4] == [1, 2, 4, 8]  # a first request asks for one; then the rate tells
+        assert len(asked) < 15
+        # Redis counted what it granted: the requests admitted and what this worker holds.
+        await asyncio.gather(*(h.pending for h in limiter._leases.values() if h.pending))
+        counted = sum(asked)
+        probe = await Limiter(Settings(redis_url=REDIS_URL)).run([key], _args(window))
+        assert probe is not None
+        assert probe[1] == 1000 - counted - 1
+        assert 60 <= counted <= 60 + 8 + 4
+    finally:
+        await limiter.redis.delete(key)  # type: ignore[union-attr]
+        await limiter.aclose()
+
+
+async def test_leases_never_overdraw_a_budget_shared_by_two_workers() -> None:
+    """Two workers, 16 requests in flight on each, against one budget of 100: no more than the
+    budget (and its refill during the test) is admitted, fewer round trips than requests are
+    made, and what the leases strand costs at most a lease per worker."""
+    window = Window(100, 3600)
+    key = f"test-lease-shared:{uuid.uuid4().hex}"
+    workers = [Limiter(Settings(redis_url=REDIS_URL, rate_limit_lease_max=8)) for _ in range(2)]
+    asked = [_counting(worker) for worker in workers]
+    admitted = 0
+
+    async def caller(limiter: Limiter) -> None:
+        nonlocal admitted
+        for _ in range(10):
+            reply = await limiter.run([key], _args(window), lease=True)
+            assert reply is not None
+            admitted += reply[0]
+
+    try:
+        await asyncio.gather(*(caller(w) for w in workers for _ in range(16)))
+        assert 100 - 2 * (8 + 4) <= admitted <= 100
+        assert sum(map(len, asked)) < admitted
+    finally:
+        await workers[0].redis.delete(key)  # type: ignore[union-attr]
+        for worker in workers:
+            await worker.aclose()
+
+
+async def test_an_occasional_caller_and_an_expired_lease_ask_for_one() -> None:
+    """A caller slower than the lease's lifetime asks Redis for exactly one request each
+    time; a lease not spent in its lifetime is not used after it."""
+    limiter = Limiter(Settings(redis_url=REDIS_URL, rate_limit_lease_seconds=0.05))
+    asked = _counting(limiter)
+    window = Window(1000, 3600)
+    key = f"test-lease-slow:{uuid.uuid4().hex}"
+    try:
+        for _ in range(4):
+            assert await limiter.run([key], _args(window), lease=True)
+            await asyncio.sleep(0.06)
+        assert asked == [1, 1, 1, 1]
+        asked.clear()
+        for _ in range(12):  # busy: leases grow
+            await limiter.run([key], _args(window), lease=True)
+        assert max(asked) > 1
+        await asyncio.gather(*(h.pending for h in limiter._leases.values() if h.pending))
+        asked.clear()
+        await asyncio.sleep(0.06)
+        await limiter.run([key], _args(window), lease=True)
+        assert asked == [1]  # what the expired lease held was not used
+    finally:
+        await limiter.redis.delete(key)  # type: ignore[union-attr]
+        await limiter.aclose()
+
+
+async def test_leases_off_and_password_budgets_ask_for_one_request_at_a_time(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    limiter = Limiter(Settings(redis_url=REDIS_URL, rate_limit_lease_max=1))
+    asked = _counting(limiter)
+    key = f"test-lease-off:{uuid.uuid4().hex}"
+    try:
+        for _ in range(20):
+            await limiter.run([key], _args(Window(1000, 3600)), lease=True)
+        assert asked == [1] * 20
+    finally:
+        await limiter.redis.delete(key)  # type: ignore[union-attr]
+        await limiter.aclose()
+    app = make_app(redis_url=REDIS_URL, rate_limit_login="5/minute")
+    asked = _counting(app.state.limiter)
+    async with _client(app) as client:
+        codes = [(await _login(client, "someone@example.com")).status_code for _ in range(7)]
+    assert codes == [401] * 5 + [429] * 2
+    assert asked == [1] * 7  # a login's client and password budgets are charged exactly
 
 
 @pytest.mark.parametrize(
@@ -416,7 +550,7 @@ async def test_the_client_budget_follows_trusted_proxies_only(
 # --- one round trip, and the headers -------------------------------------------------------------
 
 
-async def test_a_known_caller_costs_one_script_call_per_request(
+async def test_a_known_callers_budgets_share_one_limiter_call_per_request(
     make_app: Callable[..., FastAPI], create_user: CreateUser
 ) -> None:
     user = await create_user()
@@ -425,9 +559,9 @@ async def test_a_known_caller_costs_one_script_call_per_request(
     calls: list[int] = []
     run = limiter.run
 
-    async def counted(keys: list[str], args: list[int], now: int | None = None) -> object:
+    async def counted(keys: list[str], args: list[int], **kwargs: bool) -> object:
         calls.append(len(keys))
-        return await run(keys, args, now)
+        return await run(keys, args, **kwargs)
 
     limiter.run = counted
     async with _client(app) as client:
