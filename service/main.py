@@ -51,6 +51,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # service/docs serves them (offline, when DOCS_ENABLED), not FastAPI's CDN-loading pages.
         docs_url=None,
         redoc_url=None,
+        telemetry={
+            "tracing": settings.fastapi_telemetry,
+            "metrics": settings.fastapi_telemetry,
+            "logs": settings.fastapi_telemetry,
+        },
     )
     app.state.settings = settings
     app.state.engine = create_engine(settings)

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     # seconds after a request (at once when scraped and at shutdown), instead of per request.
     # A scrape served by another worker sees a request at most this late.
     metrics_flush_seconds: float = Field(default=1.0, gt=0, le=60)
+    # FastAPI's own OpenTelemetry traces, metrics and logs. They act only once an OpenTelemetry
+    # SDK provider is set up in the process (opentelemetry-instrument, say); the service reports
+    # through Prometheus and sets none up. Off, FastAPI also skips its check for a provider,
+    # which every request pays otherwise (docs/benchmarks.md).
+    fastapi_telemetry: bool = False
     # Swagger UI at /docs and ReDoc at /redoc (assets served by the service, no CDN). Per
     # deployment: a public production API may keep its interactive docs off.
     docs_enabled: bool = True

@@ -68,11 +68,17 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Our middleware writes the access log; uvicorn's own would duplicate it as plain text.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.error"):
+    for name in ("uvicorn", "uvicorn.error", "gunicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    logging.getLogger("uvicorn.access").disabled = True
+    # The edge writes the access log; Uvicorn's own would duplicate it as plain text. Uvicorn
+    # formats its line's arguments (the client address, the quoted path) before the logger
+    # can drop it, whenever `uvicorn.access` has a handler anywhere up its chain (it checks
+    # hasHandlers() per connection): no handler and no propagation spares every request that.
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.handlers[:] = []
+    uvicorn_access.propagate = False
+    uvicorn_access.disabled = True
 
 
 # --- metrics --------------------------------------------------------------------------------

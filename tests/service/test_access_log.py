@@ -141,3 +141,30 @@ async def test_one_line_per_request_except_the_kubelet_probes(writes: list[bytes
     context.access_log.flush()
     logged = [json.loads(line)["path"] for line in b"".join(writes).splitlines()]
     assert logged == ["/api/v1/users/me", "/api/v1/items"]
+
+
+async def test_uvicorn_writes_no_access_line_of_its_own_under_our_logging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Uvicorn's protocol decides per connection whether to log (and first format) an access
+    # line of its own for every request; under the root handler it used to, only for the
+    # disabled logger to drop it.
+    from uvicorn.config import Config
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.server import ServerState
+
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    configure_logging("INFO")
+    try:
+        config = Config(app=lambda *_: None, log_config=None)
+        config.load()
+        protocol = HttpToolsProtocol(
+            config=config,
+            server_state=ServerState(),
+            app_state={},
+            _loop=asyncio.get_running_loop(),
+        )
+        assert protocol.access_log is False
+        assert logging.getLogger().handlers  # the service's own records still go out
+    finally:
+        logging.getLogger().handlers[:] = []
