@@ -141,7 +141,11 @@ def test_the_rate_limit_is_global_across_workers(server: Server) -> None:
                 break
     total = sum(statuses.values())
     assert len(_pids_serving(server, "/api/v1/users/me")) == 2, "both workers served"
-    assert statuses == Counter({200: 40, 429: total - 40})  # one budget, whoever served
+    # One budget, whoever served: per-process budgets would admit up to 80. Never overdrawn.
+    # A worker may hold part of it in a lease (docs/reliability.md, "Leases") through a pause
+    # between batches; what expires unused stays counted, so a few may be refused early.
+    assert 32 <= statuses[200] <= 40
+    assert statuses[429] == total - statuses[200]
 
 
 def _sample(text: str, prefix: str) -> float:
