@@ -10,7 +10,8 @@ redis-py has no automatic pipelining (docs/benchmarks.md has the measured cost p
 
 Leases (`lease=True`: the front door's budgets, not the password budgets). A busy caller's
 worker asks Redis for several requests at once (what the caller's rate would bring in half a
-lease lifetime, at most twice the last ask and RATE_LIMIT_LEASE_MAX) and admits them one by one
+lease lifetime, at most twice the last ask, RATE_LIMIT_LEASE_MAX and a sixteenth of the
+tightest window) and admits them one by one
 without a round trip for RATE_LIMIT_LEASE_SECONDS, asking for the next lease in the background
 once half is spent. A first request or an occasional caller asks for one, as before. Redis
 counts a lease when it grants it, so a budget is never overdrawn. What changes is when: a
@@ -48,6 +49,8 @@ STORAGE_ERRORS = (RedisError, OSError, TimeoutError)
 STORAGE_DOWN: Final = object()  # a batch's outcome when its call failed
 # One request's keys, (interval, capacity) args and how many requests it asks for.
 Request = tuple[Sequence[str], Sequence[int], int]
+# A lease holds at most this fraction (1/LEASE_SHARE) of any of its windows' requests.
+LEASE_SHARE: Final = 16
 
 
 class Lease:
@@ -178,7 +181,11 @@ class Limiter:
             return None
         rate = held.seen / max(clock - held.since, 1e-6)
         wanted = min(2 * held.asked, int(rate * self.lease_seconds / 2))
-        held.asked = max(1, min(self.lease_max, wanted))
+        # Never more than a share of the tightest window: what a worker holds is what a caller
+        # moving to another worker may find spent, so a tight budget (5/minute) is charged one
+        # request at a time and its caller is never refused early.
+        share = min(args[i + 1] // args[i] for i in range(0, len(args), 2)) // LEASE_SHARE
+        held.asked = max(1, min(self.lease_max, share, wanted))
         held.seen, held.since = 0, clock
         pending = held.pending = self._queue((keys, args, held.asked))
         pending.add_done_callback(lambda done: self._granted(held, done))

@@ -242,6 +242,25 @@ async def test_a_busy_caller_is_admitted_from_leases_and_sees_every_request_coun
         await limiter.aclose()
 
 
+async def test_a_tight_budget_is_never_leased_so_its_caller_is_never_refused_early() -> None:
+    """A fast caller on 5/minute, as a user whose requests land on two workers in turn: each
+    request asks Redis for one, and all five are admitted."""
+    window = Window(5, 60)
+    key = f"test-lease-tight:{uuid.uuid4().hex}"
+    workers = [Limiter(Settings(redis_url=REDIS_URL)) for _ in range(2)]
+    asked = [_counting(worker) for worker in workers]
+    try:
+        replies = [
+            await workers[turn % 2].run([key], _args(window), lease=True) for turn in range(7)
+        ]
+        assert [r[0] if r else None for r in replies] == [1, 1, 1, 1, 1, 0, 0]
+        assert asked[0] + asked[1] == [1] * 7
+    finally:
+        await workers[0].redis.delete(key)  # type: ignore[union-attr]
+        for worker in workers:
+            await worker.aclose()
+
+
 async def test_leases_never_overdraw_a_budget_shared_by_two_workers() -> None:
     """Two workers, 16 requests in flight on each, against one budget of 100: no more than the
     budget (and its refill during the test) is admitted, fewer round trips than requests are
