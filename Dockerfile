@@ -28,10 +28,15 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY --from=build /src/service ./service
 COPY alembic.ini ./
+# jemalloc in place of glibc's malloc (LD_PRELOAD, at one path on amd64 and arm64): after a
+# login flood, glibc kept the freed memory of hundreds of queued requests inside its heaps,
+# while jemalloc returns it, and a worker starts smaller (docs/benchmarks.md, "Worker memory").
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libjemalloc2=5.3.0-1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && ln -s "/usr/lib/$(uname -m)-linux-gnu/libjemalloc.so.2" /usr/local/lib/libjemalloc.so.2
 # Nothing is written under / at run time: bytecode is precompiled, metrics go to /tmp (an
-# emptyDir in Kubernetes), Gunicorn's heartbeat to /dev/shm. MALLOC_MMAP_THRESHOLD_: glibc
-# returns each Argon2 buffer (ARGON2_MEMORY_COST, 19 MiB) to the system after a login instead of
-# keeping it in the worker's heap.
+# emptyDir in Kubernetes), Gunicorn's heartbeat to /dev/shm.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -39,7 +44,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOST=0.0.0.0 \
     PORT=8000 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus \
-    MALLOC_MMAP_THRESHOLD_=131072
+    LD_PRELOAD=/usr/local/lib/libjemalloc.so.2
 USER 10001:10001
 EXPOSE 8000
 # Gunicorn's graceful shutdown: stop accepting, finish in-flight requests, exit.

@@ -37,7 +37,9 @@ run: venv ## Serve on embedded defaults (SQLite, in-memory limits) at http://127
 	$(PY) -m service run
 
 serve: venv ## Production server: Gunicorn + Uvicorn workers (WEB_CONCURRENCY workers, port PORT)
-	MALLOC_MMAP_THRESHOLD_=131072 $(VENV)/bin/gunicorn --config python:service.gunicorn_conf 'service.main:create_app()'
+	@# jemalloc as in the image (Dockerfile), when this machine has Debian's libjemalloc2
+	LD_PRELOAD="$$(ls /usr/lib/$$(uname -m)-linux-gnu/libjemalloc.so.2 2>/dev/null)" \
+		$(VENV)/bin/gunicorn --config python:service.gunicorn_conf 'service.main:create_app()'
 
 migrate: venv ## Apply database migrations and create the first admin (the Kubernetes Job runs this too)
 	$(PY) -m service migrate

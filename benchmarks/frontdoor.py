@@ -48,6 +48,7 @@ from tests.support.databases import REDIS_URL, create_database, drop_database
 
 PASSWORD = "benchmark-password"  # noqa: S105 (a throwaway database)
 GENEROUS = "100000000/minute"  # never reached: every request is checked, none refused
+LEASE_MAX_DEFAULT: int = Settings.model_fields["rate_limit_lease_max"].default
 
 
 VARIANTS = ("on", "exact", "instant", "suspend", "memory", "off")
@@ -63,7 +64,8 @@ def settings(database_url: str, redis_url: str, *, variant: str) -> Settings:
         metrics_enabled=False,
         rate_limit_enabled=variant != "off",
         rate_limit_storage="memory" if variant in ("memory", "suspend") else "redis",
-        rate_limit_lease_max=64 if variant == "on" else 1,
+        # `on`: the default lease size (RATE_LIMIT_LEASE_MAX); every other variant: none.
+        rate_limit_lease_max=LEASE_MAX_DEFAULT if variant == "on" else 1,
         rate_limit_user=GENEROUS,
         rate_limit_login=GENEROUS,
         rate_limit_client=GENEROUS,

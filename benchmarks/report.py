@@ -88,7 +88,8 @@ def verdicts(results: Results) -> list[dict[str, Any]]:
                 worst,
                 ">= 0.8 in every run",
                 worst >= 0.8,
-                f"{len(results['balance'])} runs, 2 workers unpinned, 64 keep-alive connections",
+                f"{len(results['balance'])} runs, 2 workers unpinned, 64 keep-alive connections, "
+                "one wrk thread per CPU",
             )
         )
     if results["flood"]:

@@ -12,8 +12,9 @@ run on CPU 1. Only one server is loaded at a time:
 3. Interleaved rounds (`--rounds`, at least 3): in each, `/users/me` on every server and
    `/health/live` on `full_on` and the floor, in an order that rotates from round to round.
    Targets are judged on the medians.
-4. Worker balance: `full_on` unpinned (both CPUs), 64 keep-alive connections, per-worker CPU
-   from /proc/<pid>/stat, every run reported.
+4. Worker balance: `full_on` unpinned (both CPUs), 64 keep-alive connections from one wrk
+   thread per CPU, each pinned to its own; per-worker CPU from /proc/<pid>/stat, every run
+   reported.
 5. Login flood, per round: a paced open-loop `/users/me` probe (benchmarks/probe.py) alone,
    then the same probe while wrk keeps 400 logins in flight (real Argon2 parameters); worker
    RSS after the last flood.
@@ -45,6 +46,7 @@ import httpx
 
 from benchmarks.report import table, verdicts
 from loadtests.sizing.run import process_table, tree_cpu_seconds
+from loadtests.sizing.stack import dockerfile_env, preloads_here
 from tests.support.api import seed_loadtest
 from tests.support.databases import REDIS_URL, ROOT, create_database, drop_database
 from tests.support.processes import (
@@ -188,11 +190,21 @@ def login(base_url: str, password: str) -> str:
 
 
 def wrk(
-    url: str, *, duration: int, connections: int, cpus: str = CLIENT_CPU, **lua_env: str
+    url: str,
+    *,
+    duration: int,
+    connections: int,
+    cpus: str = CLIENT_CPU,
+    threads: int = 1,
+    token: str | None = None,
+    **lua_env: str,
 ) -> subprocess.Popen[str]:
-    """Start one wrk (one thread, on `cpus`); wrk.lua reads its BENCH_* settings from lua_env."""
-    cmd = ["taskset", "-c", cpus, "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
+    """Start one wrk (`threads` threads, on `cpus`); wrk.lua reads its BENCH_* settings from
+    lua_env, and the bearer token."""
+    cmd = ["taskset", "-c", cpus, "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s"]
     cmd += ["--latency", "--timeout", "60s", "-s", str(LUA), url]
+    if token is not None:
+        lua_env["token"] = token
     env = os.environ | {f"BENCH_{k.upper()}": v for k, v in lua_env.items()}
     out = subprocess.PIPE
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
@@ -283,22 +295,26 @@ def memory(server: Server, token: str, marks: tuple[int, ...], connections: int)
 def balance(opts: argparse.Namespace, server: Server, path: str, token: str) -> dict[str, Any]:
     """64 keep-alive connections on the unpinned server: each worker's share of its CPU.
 
-    wrk is unpinned too. Pinned to CPU 1 it takes a good part of that core on a cheap route, and
-    the worker the scheduler leaves beside it gets less CPU whatever its connections: with 32
-    and 32 connections on `/health/live`, 0.76 (docs/benchmarks.md, "Reading the balance
-    runs"). Unpinned, the kernel spreads all three over both cores, and the split measures the
-    server's distribution of work, not which worker shares a core with the client."""
+    The server may run on every CPU, as in a pod of that many CPUs. The client cannot be
+    elsewhere on this machine, so it is spread evenly: one wrk thread per CPU, each pinned to
+    its own, so every core carries the same share of client work and no worker is the one the
+    scheduler leaves beside the client. With one unpinned wrk thread, the worker beside it got
+    less CPU whatever its connections (docs/benchmarks.md, "Balance: the client spread over
+    both CPUs")."""
     pids = worker_pids(server.process.pid)
     load = load_average()
+    cpus = sorted(os.sched_getaffinity(0))
     with unpinned(server):
         before = [process_cpu_seconds(pid) for pid in pids]
         run = wrk(
             server.base_url + path,
             duration=opts.duration,
             connections=opts.balance_connections,
-            cpus=f"0-{(os.cpu_count() or 1) - 1}",
+            cpus=",".join(map(str, cpus)),
+            threads=len(cpus),
             token=token,
         )
+        pin_threads(run.pid, cpus)
         held: list[int] = []
         sampler = threading.Timer(2.0, lambda: held.extend(connections_per_worker(server)))
         sampler.start()
@@ -317,6 +333,24 @@ def balance(opts: argparse.Namespace, server: Server, path: str, token: str) -> 
         "connections_per_worker": held,
         "min_over_max": round(min(cpu) / max(max(cpu), 1e-9), 3),
     }
+
+
+def pin_threads(taskset_pid: int, cpus: list[int], wait: float = 5.0) -> None:
+    """Each of wrk's load threads on its own CPU (wrk has no option for it).
+
+    `taskset` execs wrk in place, so the pid is wrk's; its first task is the main thread,
+    which only sleeps for the run, and the next ones are the load threads."""
+    tasks = Path(f"/proc/{taskset_pid}/task")
+    deadline = time.monotonic() + wait
+    while True:
+        ids = sorted(int(t) for t in os.listdir(tasks))
+        if len(ids) > len(cpus) or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    if len(ids) <= len(cpus):
+        raise RuntimeError(f"wrk started {len(ids) - 1} load threads, not {len(cpus)}")
+    for tid, cpu in zip(ids[1:], cpus, strict=False):
+        os.sched_setaffinity(tid, {cpu})
 
 
 def login_flood(
@@ -421,6 +455,14 @@ def options(argv: list[str] | None) -> argparse.Namespace:
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             p.error(f"{tool} is not installed (Debian: apt-get install -y wrk util-linux)")
+    _, missing = preloads_here(
+        dockerfile_env((ROOT / "Dockerfile").read_text()).get("LD_PRELOAD", "")
+    )
+    if missing:
+        # The image's allocator decides its memory figures: measure nothing without it.
+        p.error(
+            f"{', '.join(missing)}: not on this machine (Debian: apt-get install -y libjemalloc2)"
+        )
     return opts
 
 

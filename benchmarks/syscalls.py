@@ -79,7 +79,7 @@ def perf_counts(output: str) -> dict[str, float]:
 
 
 def one_run(
-    server: Server, route: str, duration: int, connections: int, **kw: str
+    server: Server, route: str, duration: int, connections: int, token: str | None
 ) -> dict[str, Any]:
     wait_idle(server)
     pids = worker_pids(server.process.pid)
@@ -90,7 +90,7 @@ def one_run(
     )
     user0, system0 = user_system_s(pids)
     figures = result(
-        wrk(server.base_url + route, duration=duration, connections=connections, **kw),
+        wrk(server.base_url + route, duration=duration, connections=connections, token=token),
         duration + 90,
     )
     user1, system1 = user_system_s(pids)
@@ -123,14 +123,14 @@ def main(argv: list[str] | None = None) -> None:
             env = server_env(database_url, redis.url) | {"RATE_LIMIT_ENABLED": "true"}
             servers = {"full_on": start(None, env, opts.out), "floor": start(FLOOR, env, opts.out)}
             try:
-                kw = {"token": login(servers["full_on"].base_url, password)}
-                kw = kw if opts.route == ME else {}
+                token = login(servers["full_on"].base_url, password) if opts.route == ME else None
                 for server in servers.values():  # warm-up
-                    result(wrk(server.base_url + opts.route, duration=5, connections=32, **kw), 90)
+                    url = server.base_url + opts.route
+                    result(wrk(url, duration=5, connections=32, token=token), 90)
                 for round_ in range(opts.rounds):
                     for label in list(servers) if round_ % 2 == 0 else list(servers)[::-1]:
                         run = one_run(
-                            servers[label], opts.route, opts.duration, opts.connections, **kw
+                            servers[label], opts.route, opts.duration, opts.connections, token
                         )
                         runs[label].append(run)
                         print(f"round {round_ + 1} {label}: {run['rps']:.0f} req/s", flush=True)

@@ -210,7 +210,7 @@ class Settings(BaseSettings):
     # for a busy caller's front-door budgets (1: every request asks, exactly), and how long it
     # may hold them. A request can be admitted up to twice that long after Redis counted it.
     # Password budgets are never leased.
-    rate_limit_lease_max: int = Field(default=64, ge=1)
+    rate_limit_lease_max: int = Field(default=256, ge=1)
     rate_limit_lease_seconds: float = Field(default=0.5, gt=0, le=60)
     # What to do when Redis cannot be reached: serve anyway (open) or answer 503 (closed).
     rate_limit_fail_mode: Literal["open", "closed"] = "open"

@@ -8,8 +8,10 @@ what a measurement on this machine must (see run.server_env).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -102,6 +104,46 @@ def dockerfile_env(text: str) -> dict[str, str]:
 def pod_env(
     config: StackConfig, workers: int, dockerfile: Path = REPO / "Dockerfile"
 ) -> dict[str, Any]:
-    """The Dockerfile's ENV, then the stack's settings for `workers`, as the pod would see them."""
+    """The Dockerfile's ENV (as this machine applies it), then the stack's settings for
+    `workers`, as the pod would see them."""
     app = with_workers(config, workers).app
-    return {**dockerfile_env(dockerfile.read_text()), **settings_env(app, config.exposure)}
+    return {**image_env_here(dockerfile), **settings_env(app, config.exposure)}
+
+
+def machine_lib_dirs() -> list[Path]:
+    """Where this machine's Debian packages put their shared libraries."""
+    return [Path(f"/usr/lib/{os.uname().machine}-linux-gnu"), Path("/usr/lib")]
+
+
+def preloads_here(
+    image_preload: str, lib_dirs: Sequence[Path] | None = None
+) -> tuple[list[str], list[str]]:
+    """(found, missing): the image's LD_PRELOAD libraries, by file name, on this machine.
+
+    The image links each at a path of its own (the Dockerfile's /usr/local/lib link); the
+    same Debian package puts it in its architecture's directory here."""
+    found, missing = [], []
+    for library in image_preload.replace(":", " ").split():
+        name = Path(library).name
+        path = next((d / name for d in lib_dirs or machine_lib_dirs() if (d / name).exists()), None)
+        if path is None:
+            missing.append(name)
+        else:
+            found.append(str(path))
+    return found, missing
+
+
+def on_this_machine(env: dict[str, str], lib_dirs: Sequence[Path] | None = None) -> dict[str, str]:
+    """The image's ENV as a server process on this machine gets it: LD_PRELOAD names this
+    machine's copies, and a library it lacks is left out (ld.so would print an error for
+    every process started; `preloads_here` says which are missing)."""
+    if "LD_PRELOAD" not in env:
+        return env
+    found, _ = preloads_here(env["LD_PRELOAD"], lib_dirs)
+    rest = {k: v for k, v in env.items() if k != "LD_PRELOAD"}
+    return rest | ({"LD_PRELOAD": " ".join(found)} if found else {})
+
+
+def image_env_here(dockerfile: Path = REPO / "Dockerfile") -> dict[str, str]:
+    """The Dockerfile's ENV, on this machine (on_this_machine)."""
+    return on_this_machine(dockerfile_env(dockerfile.read_text()))

@@ -4,6 +4,7 @@ Postgres, real Redis, real sockets."""
 from __future__ import annotations
 
 import gc
+import os
 import time
 import uuid
 from collections import Counter
@@ -15,8 +16,9 @@ import httpx
 import pytest
 import uvicorn_worker
 
+from loadtests.sizing.stack import dockerfile_env, preloads_here
 from tests.support.api import seed_loadtest
-from tests.support.databases import REDIS_URL, create_database, drop_database
+from tests.support.databases import REDIS_URL, ROOT, create_database, drop_database
 from tests.support.processes import Server, image_command, make_image_venv, start_server
 
 PASSWORD = "load-test-password"
@@ -112,6 +114,20 @@ def test_workers_freeze_their_start_up_objects_out_of_the_collector(
         assert gc.get_freeze_count() > 10_000  # this test process's modules, at least
     finally:
         gc.unfreeze()
+
+
+def test_the_workers_allocate_with_the_images_jemalloc(server: Server) -> None:
+    # The Dockerfile preloads jemalloc; start_server applies the same ENV with this machine's
+    # copy of Debian's libjemalloc2 (.ci/run installs it).
+    _, missing = preloads_here(dockerfile_env((ROOT / "Dockerfile").read_text())["LD_PRELOAD"])
+    if missing:
+        message = f"{missing} not on this machine: apt-get install -y libjemalloc2"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI installs it: a skip there would hide the test
+        pytest.skip(message)
+    workers = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text()
+    for pid in workers.split():
+        assert "libjemalloc.so" in Path(f"/proc/{pid}/maps").read_text()
 
 
 def _pids_serving(server: Server, path: str) -> set[object]:

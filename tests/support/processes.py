@@ -15,6 +15,7 @@ from typing import IO
 
 import httpx
 
+from loadtests.sizing.stack import image_env_here
 from tests.support.databases import ROOT
 
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
@@ -111,6 +112,7 @@ def start_server(
     port = free_port()
     full_env = (
         os.environ
+        | image_env_here()  # the Dockerfile's ENV (jemalloc, when this machine has it)
         | {
             "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
             "HOST": "127.0.0.1",
@@ -119,7 +121,6 @@ def start_server(
             "APP_ENV": "production",
             "JWT_SECRET": "e2e-" + "s" * 40,
             "ACCESS_LOG": "json",
-            "MALLOC_MMAP_THRESHOLD_": "131072",  # as the Dockerfile sets it
         }
         | env
     )
