@@ -46,7 +46,7 @@ import httpx
 
 from benchmarks.report import table, verdicts
 from loadtests.sizing.run import process_table, tree_cpu_seconds
-from loadtests.sizing.stack import dockerfile_env, preloads_here
+from loadtests.sizing.stack import missing_preloads
 from tests.support.api import seed_loadtest
 from tests.support.databases import REDIS_URL, ROOT, create_database, drop_database
 from tests.support.processes import (
@@ -455,9 +455,7 @@ def options(argv: list[str] | None) -> argparse.Namespace:
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             p.error(f"{tool} is not installed (Debian: apt-get install -y wrk util-linux)")
-    _, missing = preloads_here(
-        dockerfile_env((ROOT / "Dockerfile").read_text()).get("LD_PRELOAD", "")
-    )
+    missing = missing_preloads()
     if missing:
         # The image's allocator decides its memory figures: measure nothing without it.
         p.error(

@@ -144,6 +144,11 @@ def on_this_machine(env: dict[str, str], lib_dirs: Sequence[Path] | None = None)
     return rest | ({"LD_PRELOAD": " ".join(found)} if found else {})
 
 
+def missing_preloads(dockerfile: Path = REPO / "Dockerfile") -> list[str]:
+    """The image's LD_PRELOAD libraries this machine lacks (preloads_here)."""
+    return preloads_here(dockerfile_env(dockerfile.read_text()).get("LD_PRELOAD", ""))[1]
+
+
 def image_env_here(dockerfile: Path = REPO / "Dockerfile") -> dict[str, str]:
     """The Dockerfile's ENV, on this machine (on_this_machine)."""
     return on_this_machine(dockerfile_env(dockerfile.read_text()))

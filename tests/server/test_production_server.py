@@ -16,7 +16,7 @@ import httpx
 import pytest
 import uvicorn_worker
 
-from loadtests.sizing.stack import dockerfile_env, preloads_here
+from loadtests.sizing.stack import dockerfile_env, missing_preloads
 from tests.support.api import seed_loadtest
 from tests.support.databases import REDIS_URL, ROOT, create_database, drop_database
 from tests.support.processes import Server, image_command, make_image_venv, start_server
@@ -119,7 +119,8 @@ def test_workers_freeze_their_start_up_objects_out_of_the_collector(
 def test_the_workers_allocate_with_the_images_jemalloc(server: Server) -> None:
     # The Dockerfile preloads jemalloc; start_server applies the same ENV with this machine's
     # copy of Debian's libjemalloc2 (.ci/run installs it).
-    _, missing = preloads_here(dockerfile_env((ROOT / "Dockerfile").read_text())["LD_PRELOAD"])
+    assert "LD_PRELOAD" in dockerfile_env((ROOT / "Dockerfile").read_text())
+    missing = missing_preloads()
     if missing:
         message = f"{missing} not on this machine: apt-get install -y libjemalloc2"
         if os.environ.get("CI"):
